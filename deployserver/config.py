@@ -1,0 +1,56 @@
+"""Settings: every knob of the server, read from DEPLOYSERVER_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The server's configuration; each field also reads ``DEPLOYSERVER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="DEPLOYSERVER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds to."""
+    port: int = 8000
+    """Port the HTTP server listens on."""
+    data_dir: Path = Path("./data")
+    """Folder for the embedded database, uploaded deployments and staging space."""
+    database_url: str | None = None
+    """SQLAlchemy URL; empty means SQLite at ``<data_dir>/deployserver.db``."""
+    runtime: Literal["docker", "process"] = "docker"
+    """Where serving cells run: Docker containers, or local processes."""
+
+    max_upload_bytes: int = Field(default=8 * 1024**3, ge=1)
+    """Largest request body accepted by the upload endpoint (413 above it)."""
+    max_upload_parts: int = Field(default=10_000, ge=2)
+    """Most multipart parts in one upload (metadata plus files)."""
+    max_metadata_bytes: int = Field(default=1024**2, ge=1024)
+    """Largest metadata JSON part."""
+    max_archive_entries: int = Field(default=10_000, ge=1)
+    """Most entries an uploaded archive may hold."""
+    max_unpacked_bytes: int = Field(default=16 * 1024**3, ge=1)
+    """Most bytes an archive may unpack to, counted as they are written."""
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+    """Largest unpacked/packed size ratio of an archive (zip bombs stop here)."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the configured one or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'deployserver.db').resolve()}"
+
+    @property
+    def deployments_dir(self) -> Path:
+        """Where each deployment's folder lives, as ``<deployments_dir>/<deploy_id>``."""
+        return self.data_dir / "deployments"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Scratch space for uploads in flight; the same filesystem as deployments_dir."""
+        return self.data_dir / "staging"
