@@ -28,7 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = settings.resolved_database_url
         db.upgrade(url)
         engine = db.make_engine(url)
-        app.state.ds = AppState(settings=settings, engine=engine, sessions=db.make_sessionmaker(engine))
+        app.state.ds = AppState(
+            settings=settings, engine=engine, sessions=db.make_sessionmaker(engine)
+        )
         log.info("database %s, data folder %s", engine.url.render_as_string(), settings.data_dir)
         try:
             yield
