@@ -1,0 +1,102 @@
+"""Test helpers: a real server on a loopback port, folder and database snapshots."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from deployserver import records
+from deployserver.state import AppState
+
+SCORE_PY = b"""class Model:
+    def __init__(self, model_dir, **parameters):
+        self.model_dir = model_dir
+
+    def load(self):
+        pass
+
+    def predict(self, inputs, **kwargs):
+        return inputs
+"""
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("server did not start")
+            thread.join(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def tree_snapshot(data_dir: Path) -> set[str]:
+    """Every path under the data folder except the embedded database's own files."""
+    return {
+        str(p.relative_to(data_dir))
+        for p in data_dir.rglob("*")
+        if not p.name.startswith("deployserver.db")
+    }
+
+
+def db_snapshot(app: FastAPI) -> dict[str, int]:
+    state: AppState = app.state.ds
+    with state.sessions() as session:
+        return records.count_rows(session)
+
+
+def package_files(extra: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    files = {"score.py": SCORE_PY, "weights/model.bin": b"\x00\x01" * 5000}
+    files.update(extra or {})
+    return files
+
+
+def multipart(
+    metadata: dict[str, Any] | None, files: dict[str, bytes]
+) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """httpx ``files=`` value: a metadata part plus one part per file."""
+    parts: list[tuple[str, tuple[str, bytes, str]]] = []
+    if metadata is not None:
+        parts.append(
+            ("metadata", ("metadata.json", json.dumps(metadata).encode(), "application/json"))
+        )
+    for name, data in files.items():
+        parts.append(("files", (name, data, "application/octet-stream")))
+    return parts
+
+
+def make_zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def make_tar(files: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:  # type: ignore[call-overload]
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
