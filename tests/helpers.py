@@ -100,3 +100,94 @@ def make_tar(files: dict[str, bytes], mode: str = "w:gz") -> bytes:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server_process(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, Any]]:
+    """``deployserver serve`` as a real subprocess on a free port; yields (url, Popen)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deployserver.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {(data_dir.parent / log.name).name}")
+            time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's high-water mark of resident memory (VmHWM)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def streamed_upload(
+    metadata: dict[str, Any], files: dict[str, bytes], big_name: str, big_size: int
+) -> tuple[str, Iterator[bytes]]:
+    """A multipart body generated on the fly with one file of ``big_size`` bytes, so the
+    client never holds it either. Returns (content type, body iterator)."""
+    boundary = "deployserver-test-boundary"
+
+    def head(name: str, filename: str | None) -> bytes:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        return f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield head("metadata", None) + json.dumps(metadata).encode() + b"\r\n"
+        for name, data in files.items():
+            yield head("files", name) + data + b"\r\n"
+        yield head("files", big_name)
+        block = bytes(range(256)) * 4096
+        left = big_size
+        while left > 0:
+            yield block[: min(left, len(block))]
+            left -= len(block)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    return f"multipart/form-data; boundary={boundary}", body()
