@@ -17,22 +17,23 @@ SIZE = 256 * 1024 * 1024
 def test_large_upload_keeps_server_memory_flat(tmp_path: Path, database_url: str) -> None:
     data_dir = tmp_path / "data"
     env = {"DEPLOYSERVER_DATABASE_URL": database_url}
-    with server_process(data_dir, env) as (url, proc):
-        with httpx.Client(base_url=url, timeout=300) as client:  # warm up every code path
-            warm = client.post(
-                "/api/v1/deployments",
-                files=[
-                    ("metadata", (None, b'{"model": "warm"}')),
-                    *[("files", (n, d)) for n, d in package_files().items()],
-                ],
-            )
-            assert warm.status_code == 202, warm.text
-            before = peak_rss_bytes(proc.pid)
-            ctype, body = streamed_upload(
-                {"model": "big"}, package_files(), "weights/big.bin", SIZE
-            )
-            resp = client.post("/api/v1/deployments", content=body, headers={"content-type": ctype})
-            after = peak_rss_bytes(proc.pid)
+    with (
+        server_process(data_dir, env) as (url, proc),
+        httpx.Client(base_url=url, timeout=300) as client,
+    ):
+        # warm up every code path first, then measure the big upload
+        warm = client.post(
+            "/api/v1/deployments",
+            files=[
+                ("metadata", (None, b'{"model": "warm"}')),
+                *[("files", (n, d)) for n, d in package_files().items()],
+            ],
+        )
+        assert warm.status_code == 202, warm.text
+        before = peak_rss_bytes(proc.pid)
+        ctype, body = streamed_upload({"model": "big"}, package_files(), "weights/big.bin", SIZE)
+        resp = client.post("/api/v1/deployments", content=body, headers={"content-type": ctype})
+        after = peak_rss_bytes(proc.pid)
     assert resp.status_code == 202, resp.text
     big = next(f for f in resp.json()["files"] if f["path"] == "weights/big.bin")
     block = bytes(range(256)) * 4096
