@@ -38,6 +38,33 @@ class Settings(BaseSettings):
     max_compression_ratio: float = Field(default=200.0, gt=1)
     """Largest unpacked/packed size ratio of an archive (zip bombs stop here)."""
 
+    cell_image: str = "deployserver/cell:latest"
+    """Image every Docker cell (and environment image) is built from."""
+    cell_port: int = Field(default=8080, ge=1, le=65535)
+    """Port the cell listens on inside its container."""
+    default_cpus: float = Field(default=1.0, gt=0)
+    """CPU limit of a cell whose metadata sets none."""
+    default_memory: str = "1g"
+    """Memory limit of a cell whose metadata sets none."""
+    pids_limit: int = Field(default=256, ge=16)
+    """Most processes/threads in one cell."""
+    health_first_delay: float = Field(default=0.05, gt=0)
+    """Seconds before the second health ping of a new cell (the first goes at once)."""
+    health_max_delay: float = Field(default=2.0, gt=0)
+    """Longest wait between two health pings of a new cell."""
+    health_deadline: float = Field(default=180.0, gt=0)
+    """Seconds a new cell has to become ready before it is failed."""
+    reconcile_interval: float = Field(default=1.0, gt=0)
+    """Seconds between two passes of the reconciler."""
+    watch_interval: float = Field(default=10.0, gt=0)
+    """Seconds between two health pings of each ready cell."""
+    crash_loop_budget: int = Field(default=5, ge=0)
+    """Restarts of a crashing cell before it is failed."""
+    restart_backoff: float = Field(default=1.0, gt=0)
+    """First wait before restarting a crashed cell; doubles each time."""
+    restart_backoff_max: float = Field(default=60.0, gt=0)
+    """Longest wait before restarting a crashed cell."""
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL in force: the configured one or the embedded SQLite file."""
@@ -49,6 +76,11 @@ class Settings(BaseSettings):
     def deployments_dir(self) -> Path:
         """Where each deployment's folder lives, as ``<deployments_dir>/<deploy_id>``."""
         return self.data_dir / "deployments"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Output kept from cells that have been stopped or have failed."""
+        return self.data_dir / "logs"
 
     @property
     def staging_dir(self) -> Path:

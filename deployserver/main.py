@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from deployserver import db
 from deployserver.api import deployments, health, models
 from deployserver.config import Settings
 from deployserver.handlers import install_error_handlers
+from deployserver.reconciler import Reconciler
+from deployserver.runtime.base import CellRuntime
+from deployserver.runtime.select import build_runtime, instance_id
 from deployserver.state import AppState
 
 log = logging.getLogger("deployserver")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the server for ``settings`` (read from the environment when omitted)."""
+def create_app(settings: Settings | None = None, *, runtime: CellRuntime | None = None) -> FastAPI:
+    """Build the server for ``settings`` (read from the environment when omitted).
+
+    ``runtime`` replaces the one the settings name (tests pass a fake one)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -28,13 +35,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = settings.resolved_database_url
         db.upgrade(url)
         engine = db.make_engine(url)
+        sessions = db.make_sessionmaker(engine)
+        cell_runtime = runtime or build_runtime(settings, instance_id(settings.data_dir))
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
+        reconciler = Reconciler(
+            settings=settings, sessions=sessions, runtime=cell_runtime, http=http
+        )
         app.state.ds = AppState(
-            settings=settings, engine=engine, sessions=db.make_sessionmaker(engine)
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            runtime=cell_runtime,
+            reconciler=reconciler,
+            http=http,
         )
         log.info("database %s, data folder %s", engine.url.render_as_string(), settings.data_dir)
+        loop_task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
         try:
             yield
         finally:
+            loop_task.cancel()
+            await asyncio.gather(loop_task, return_exceptions=True)
+            await reconciler.close()
+            await http.aclose()
             engine.dispose()
 
     app = FastAPI(title="deployserver", version="0.1.0", lifespan=lifespan)

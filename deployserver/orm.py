@@ -81,6 +81,10 @@ class Deployment(Base):
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
     desired_state: Mapped[str] = mapped_column(String(16))
     total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    activation: Mapped[str | None] = mapped_column(String(16), default=None)
+    """Switch the model to this deployment once ready: 'newer' (an upload: only if no
+    newer version serves) or 'always' (a rollback); None once done or given up."""
+    restart_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -121,6 +125,7 @@ class Cell(Base):
     url: Mapped[str | None] = mapped_column(String(300), default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
+    crashes: Mapped[int] = mapped_column(Integer, default=0)
     last_health_at: Mapped[datetime | None] = mapped_column(default=None)
 
 

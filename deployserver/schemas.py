@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving_cell.detect import EntrypointError, parse_entrypoint
 
@@ -143,3 +143,18 @@ class ModelRead(BaseModel):
 
 class ModelList(BaseModel):
     items: list[ModelRead]
+
+
+class Rollback(BaseModel):
+    """Which deployment to make active again: a version number or a deploy_id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=1)
+    deploy_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Rollback:
+        if (self.version is None) == (self.deploy_id is None):
+            raise ValueError("give exactly one of 'version' or 'deploy_id'")
+        return self

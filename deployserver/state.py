@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from deployserver.config import Settings
+from deployserver.reconciler import Reconciler
+from deployserver.runtime.base import CellRuntime
 
 
 @dataclass
@@ -15,3 +18,6 @@ class AppState:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    runtime: CellRuntime
+    reconciler: Reconciler
+    http: httpx.AsyncClient

@@ -94,6 +94,7 @@ def _record(
             contract=entry.contract,
             status="received",
             desired_state="running" if start else "stopped",
+            activation="newer" if start else None,
             total_bytes=sum(f.size for f in files),
         )
         session.add(deployment)

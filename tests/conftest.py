@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from deployserver.config import Settings
 from deployserver.main import create_app
+from tests.fakes import FakeRuntime
 from tests.helpers import serve
 
 PG_ADMIN_URL = os.environ.get("DEPLOYSERVER_TEST_DATABASE_URL")
@@ -41,12 +42,30 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        health_first_delay=0.01,
+        health_max_delay=0.05,
+        health_deadline=5,
+        reconcile_interval=0.1,
+        restart_backoff=0.01,
+    )
 
 
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:
-    return create_app(settings)
+def fake_runtime() -> Iterator[FakeRuntime]:
+    """A FakeRuntime whose cells answer health checks from a real loopback server."""
+    runtime = FakeRuntime()
+    with serve(runtime.app()) as url:
+        runtime.base_url = url
+        yield runtime
+
+
+@pytest.fixture
+def app(settings: Settings, fake_runtime: FakeRuntime) -> FastAPI:
+    """The server on the fake runtime; tests of real runtimes build their own app."""
+    return create_app(settings, runtime=fake_runtime)
 
 
 @pytest.fixture

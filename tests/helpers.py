@@ -191,3 +191,20 @@ def streamed_upload(
         yield f"\r\n--{boundary}--\r\n".encode()
 
     return f"multipart/form-data; boundary={boundary}", body()
+
+
+def wait_for_status(
+    client: Any, deploy_id: str, wanted: set[str] | str, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Poll a deployment until its status is one of ``wanted``; its record then."""
+    import time
+
+    wanted = {wanted} if isinstance(wanted, str) else wanted
+    deadline = time.monotonic() + timeout
+    while True:
+        record: dict[str, Any] = client.get(f"/api/v1/deployments/{deploy_id}").json()
+        if record.get("status") in wanted:
+            return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{deploy_id} still {record.get('status')}: {record}")
+        time.sleep(0.05)

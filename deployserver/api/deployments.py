@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.orm import Session
 
-from deployserver import records, storage
+from deployserver import cells, lifecycle, orm, records
 from deployserver.api.deps import SessionDep, StateDep
-from deployserver.errors import UploadTooLarge
+from deployserver.errors import DeploymentNotFound, UploadTooLarge
 from deployserver.schemas import DeploymentList, DeploymentRead, EventRead, Status
+from deployserver.state import AppState
 from deployserver.uploads import receive_upload
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+log = logging.getLogger("deployserver.api")
+DELETE_WAIT_SECONDS = 60.0
 
 
 @router.post(
@@ -56,6 +63,7 @@ async def upload_deployment(
         body=request.stream(),
         start=start,
     )
+    state.reconciler.wake()
     response.headers["Location"] = f"/api/v1/deployments/{read.deploy_id}"
     return read
 
@@ -88,21 +96,75 @@ def deployment_events(deploy_id: str, session: SessionDep) -> list[EventRead]:
     return records.list_events(session, records.get_deployment(session, deploy_id))
 
 
-@router.delete("/{deploy_id}", status_code=status.HTTP_204_NO_CONTENT)
+def _request(
+    state: AppState, deploy_id: str, change: Callable[[Session, orm.Deployment, str | None], None]
+) -> DeploymentRead:
+    """Record what is wanted, wake the reconciler, answer the record at once."""
+    with state.sessions.begin() as session:
+        deployment = records.get_deployment(session, deploy_id)
+        change(session, deployment, None)
+        session.flush()
+        read = records.to_read(deployment)
+    state.reconciler.wake()
+    return read
+
+
+@router.post("/{deploy_id}/start", status_code=status.HTTP_202_ACCEPTED)
+def start_deployment(deploy_id: str, state: StateDep) -> DeploymentRead:
+    """Ask for the deployment's cell to run (again); a failed one gets a fresh try."""
+    return _request(state, deploy_id, lifecycle.request_start)
+
+
+@router.post("/{deploy_id}/stop", status_code=status.HTTP_202_ACCEPTED)
+def stop_deployment(deploy_id: str, state: StateDep) -> DeploymentRead:
+    return _request(state, deploy_id, lifecycle.request_stop)
+
+
+@router.post("/{deploy_id}/restart", status_code=status.HTTP_202_ACCEPTED)
+def restart_deployment(deploy_id: str, state: StateDep) -> DeploymentRead:
+    return _request(state, deploy_id, lifecycle.request_restart)
+
+
+@router.get("/{deploy_id}/logs", response_class=PlainTextResponse)
+def deployment_logs(
+    deploy_id: str, state: StateDep, tail: Annotated[int, Query(ge=1, le=100_000)] = 200
+) -> PlainTextResponse:
+    """The cell's output: live from the runtime, or what was kept when it stopped."""
+    with state.sessions() as session:
+        deployment = records.get_deployment(session, deploy_id)
+        cell_id = deployment.cell.runtime_id if deployment.cell else None
+    if cell_id:
+        try:
+            return PlainTextResponse(state.runtime.logs(cell_id, tail))
+        except Exception:  # the cell went away between the read and now
+            log.debug("live logs of %s unavailable", cell_id, exc_info=True)
+    kept = cells.saved_log_path(state.settings, deploy_id)
+    if kept.exists():
+        lines = kept.read_text(errors="replace").splitlines()[-tail:]
+        return PlainTextResponse("\n".join(lines) + ("\n" if lines else ""))
+    return PlainTextResponse("")
+
+
+@router.delete(
+    "/{deploy_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={202: {"description": "still stopping; the record says how far it got"}},
+)
 async def delete_deployment(deploy_id: str, state: StateDep) -> Response:
-    """Remove a deployment: its record, and its folder."""
-    settings = state.settings
+    """Stop the cell and remove the folder and record; 204 once gone."""
+    await anyio.to_thread.run_sync(lambda: _request(state, deploy_id, lifecycle.request_delete))
 
-    def _delete() -> None:
-        with state.sessions.begin() as session:
-            deployment = records.get_deployment(session, deploy_id)
-            if deployment.model.active_deploy_id == deploy_id:
-                deployment.model.active_deploy_id = None
-            session.delete(deployment)
-            session.flush()
-            trash = storage.retire(settings.deployments_dir, settings.staging_dir, deploy_id)
-        if trash is not None:
-            storage.discard(trash)
+    def gone() -> bool:
+        with state.sessions() as session:
+            try:
+                records.get_deployment(session, deploy_id)
+            except DeploymentNotFound:
+                return True
+            return False
 
-    await anyio.to_thread.run_sync(_delete)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    if await state.reconciler.wait_for(gone, timeout=DELETE_WAIT_SECONDS):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    read = await anyio.to_thread.run_sync(
+        lambda: records.to_read(records.get_deployment(state.sessions(), deploy_id))
+    )
+    return JSONResponse(read.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)

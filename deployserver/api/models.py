@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, status
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from deployserver import orm, records
-from deployserver.api.deps import SessionDep
-from deployserver.schemas import ModelList, ModelRead, VersionRead
+from deployserver import lifecycle, orm, records
+from deployserver.api.deps import SessionDep, StateDep
+from deployserver.errors import DeploymentNotFound
+from deployserver.schemas import DeploymentRead, ModelList, ModelRead, Rollback, VersionRead
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
@@ -39,3 +41,24 @@ def list_models(session: SessionDep) -> ModelList:
 @router.get("/{model}", response_model=ModelRead)
 def get_model(model: str, session: SessionDep) -> ModelRead:
     return _read(session, records.get_model(session, model))
+
+
+@router.post("/{model}/rollback", status_code=status.HTTP_202_ACCEPTED)
+def rollback(model: str, body: Rollback, state: StateDep) -> DeploymentRead:
+    """Make an earlier deployment active again: it rises, then takes over, as an upload."""
+    with state.sessions.begin() as session:
+        found = records.get_model(session, model)
+        query = select(orm.Deployment).where(orm.Deployment.model_id == found.id)
+        if body.deploy_id is not None:
+            query = query.where(orm.Deployment.deploy_id == body.deploy_id)
+        else:
+            query = query.where(orm.Deployment.version == body.version)
+        target = session.scalar(query)
+        if target is None or target.desired_state == "deleted":
+            which = body.deploy_id or f"version {body.version}"
+            raise DeploymentNotFound(f"model {model!r} has no deployment {which}")
+        lifecycle.request_rollback(session, target, None)
+        session.flush()
+        read = records.to_read(target)
+    state.reconciler.wake()
+    return read

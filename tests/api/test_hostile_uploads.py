@@ -18,6 +18,7 @@ import pytest
 
 from deployserver.config import Settings
 from deployserver.main import create_app
+from tests.fakes import FakeRuntime
 from tests.helpers import (
     SCORE_PY,
     db_snapshot,
@@ -328,7 +329,7 @@ CASES: list[tuple[str, Callable[[], dict[str, Any]], int, str, str]] = [
 @contextmanager
 def _server(tmp_path: Path, database_url: str, **limits: Any) -> Iterator[tuple[httpx.Client, Any]]:
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url, **limits)
-    app = create_app(settings)
+    app = create_app(settings, runtime=FakeRuntime())
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, app
 
@@ -343,7 +344,11 @@ def _assert_refused_and_untouched(
     words: str,
 ) -> None:
     # a good upload first, so "unchanged" is checked against a populated state
-    ok = client.post("/api/v1/deployments", files=multipart({"model": "keep"}, package_files()))
+    ok = client.post(
+        "/api/v1/deployments",
+        params={"start": "false"},  # no cell: nothing may change while we compare
+        files=multipart({"model": "keep"}, package_files()),
+    )
     assert ok.status_code == 202, ok.text
     before_tree, before_db = tree_snapshot(data_dir), db_snapshot(app)
     resp = client.post("/api/v1/deployments", **kwargs)

@@ -16,7 +16,7 @@ SIZE = 256 * 1024 * 1024
 @pytest.mark.slow
 def test_large_upload_keeps_server_memory_flat(tmp_path: Path, database_url: str) -> None:
     data_dir = tmp_path / "data"
-    env = {"DEPLOYSERVER_DATABASE_URL": database_url}
+    env = {"DEPLOYSERVER_DATABASE_URL": database_url, "DEPLOYSERVER_RUNTIME": "process"}
     with (
         server_process(data_dir, env) as (url, proc),
         httpx.Client(base_url=url, timeout=300) as client,

@@ -12,7 +12,14 @@ import pytest
 from fastapi import FastAPI
 
 from deployserver.config import Settings
-from tests.helpers import db_snapshot, make_tar, make_zip, multipart, package_files
+from tests.helpers import (
+    db_snapshot,
+    make_tar,
+    make_zip,
+    multipart,
+    package_files,
+    wait_for_status,
+)
 
 
 def _sha(data: bytes) -> str:
@@ -30,7 +37,9 @@ def test_upload_stores_files_records_and_answers_202(
     api: httpx.Client, settings: Settings, app: FastAPI
 ) -> None:
     files = package_files()
-    resp = api.post("/api/v1/deployments", files=multipart({"model": "iris"}, files))
+    resp = api.post(
+        "/api/v1/deployments", params={"start": "false"}, files=multipart({"model": "iris"}, files)
+    )
     assert resp.status_code == 202, resp.text
     body = resp.json()
     deploy_id = body["deploy_id"]
@@ -52,7 +61,7 @@ def test_upload_stores_files_records_and_answers_202(
 
 
 def test_curl_upload_of_a_folder_then_status_poll(
-    base_url: str, tmp_path: Path, settings: Settings
+    base_url: str, api: httpx.Client, tmp_path: Path, settings: Settings
 ) -> None:
     pkg = tmp_path / "pkg"
     (pkg / "weights").mkdir(parents=True)
@@ -88,7 +97,8 @@ def test_curl_upload_of_a_folder_then_status_poll(
         text=True,
         check=True,
     ).stdout
-    assert json.loads(poll)["status"] == "received"
+    assert json.loads(poll)["deploy_id"] == body["deploy_id"]
+    assert wait_for_status(api, body["deploy_id"], "ready")["active"] is True
     stored = settings.deployments_dir / body["deploy_id"] / "weights/model.bin"
     assert _sha(stored.read_bytes()) == _sha(files["weights/model.bin"])
 
@@ -146,7 +156,9 @@ def test_versions_count_per_model_and_models_endpoints(api: httpx.Client) -> Non
     assert [(m["name"], m["latest_version"]) for m in models] == [("a", 3), ("b", 1)]
     a = api.get("/api/v1/models/a").json()
     assert [v["version"] for v in a["versions"]] == [3, 2, 1]
-    assert a["active_deploy_id"] is None
+    # the newest version takes over once ready
+    wait_for_status(api, ids[3][2], "ready")
+    assert api.get("/api/v1/models/a").json()["active_deploy_id"] == ids[3][2]
     missing = api.get("/api/v1/models/nope")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "model_not_found"
@@ -172,7 +184,10 @@ def test_list_is_newest_first_filtered_and_paginated(api: httpx.Client) -> None:
     assert seen == list(reversed(created))
     m1 = api.get("/api/v1/deployments", params={"model": "m1"}).json()["items"]
     assert [d["version"] for d in m1] == [3, 2, 1]
-    assert api.get("/api/v1/deployments", params={"status": "ready"}).json()["items"] == []
+    for deploy_id in created:
+        wait_for_status(api, deploy_id, {"ready", "stopped"})
+    ready = api.get("/api/v1/deployments", params={"status": "ready"}).json()["items"]
+    assert {d["deploy_id"] for d in ready} == {created[3], created[4]}  # newest of each model
     bad = api.get("/api/v1/deployments", params={"status": "happy"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
     assert api.get("/api/v1/deployments", params={"cursor": "!!"}).status_code == 400

@@ -1,0 +1,1 @@
+"""Cell runtimes: one backend per engine behind the CellRuntime interface."""
