@@ -109,7 +109,7 @@ def write_context(
         else:
             shutil.copyfile(source, target)
     wheels_dir = dest / "wheels"
-    wheels_dir.mkdir(exist_ok=True)
+    wheels_dir.mkdir(parents=True, exist_ok=True)
     if wheelhouse is not None:
         wheels = sorted(Path(wheelhouse).glob("*.whl"))
         if not wheels:
@@ -209,9 +209,7 @@ def build_cell_image(
     tags = list(tags or (f"{CELL_REPOSITORY}:{digest}", f"{CELL_REPOSITORY}:latest"))
     with tempfile.TemporaryDirectory(prefix="deployserver-cell-") as tmp:
         context = write_context(Path(tmp), sources, wheelhouse)
-        return build_image(
-            client, context, tags, {"BASE_IMAGE": base, "CONTENT_HASH": digest}
-        )
+        return build_image(client, context, tags, {"BASE_IMAGE": base, "CONTENT_HASH": digest})
 
 
 def ensure_cell_image(
