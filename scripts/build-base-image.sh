@@ -20,18 +20,12 @@ MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE="${DEBIAN_SUITE:-bookworm}"
 PACKAGES="python3,python3-venv,ca-certificates"
 
-force=0
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
+source "$(dirname "$0")/lib.sh"
+parse_flags force -- "$@"
 
 log() { echo "build-base-image: $*" >&2; }
 
-if [[ $force -eq 0 ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
+if [[ $flag_force -eq 0 ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
     log "$TAG already exists (use --force to rebuild)"
     echo "$TAG"
     exit 0

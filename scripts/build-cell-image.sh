@@ -20,18 +20,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-force=0 offline=0
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        --offline) offline=1 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
+parse_flags force offline -- "$@"
 
 tag="$("${PYTHON:-python3}" -m deployserver.images cell-tag)"
-if [[ $force -eq 0 ]] && docker image inspect "$tag" >/dev/null 2>&1; then
+if [[ $flag_force -eq 0 ]] && docker image inspect "$tag" >/dev/null 2>&1; then
     echo "build-cell-image: $tag already exists (use --force to rebuild)" >&2
     docker tag "$tag" deployserver/cell:latest
     echo "$tag"
@@ -39,7 +31,7 @@ if [[ $force -eq 0 ]] && docker image inspect "$tag" >/dev/null 2>&1; then
 fi
 
 base="$(resolve_base_image)"
-if [[ $offline -eq 0 ]]; then
+if [[ $flag_offline -eq 0 ]]; then
     echo "build-cell-image: downloading wheels into wheelhouse/cell" >&2
     download_wheels wheelhouse/cell -r serving_cell/requirements.txt
 fi

@@ -17,18 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-offline=0
-for arg in "$@"; do
-    case "$arg" in
-        --offline) offline=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
+parse_flags offline -- "$@"
 
 tag="${DEPLOYSERVER_SERVER_IMAGE:-deployserver/server:latest}"
 base="$(resolve_base_image)"
-if [[ $offline -eq 0 ]]; then
+if [[ $flag_offline -eq 0 ]]; then
     mkdir -p wheelhouse/server
     "${PYTHON:-python3}" - > wheelhouse/server/requirements.txt <<'PY'
 import tomllib

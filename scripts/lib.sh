@@ -32,3 +32,22 @@ resolve_base_image() {
     fi
     echo "$base"
 }
+
+# parse_flags NAME... -- "$@": for each --NAME among the arguments set flag_NAME=1 (others
+# stay 0); -h/--help prints the script's leading comment; anything else is an error.
+parse_flags() {
+    local names=() name arg
+    while [[ $1 != -- ]]; do names+=("$1"); shift; done
+    shift
+    for name in "${names[@]}"; do declare -g "flag_$name=0"; done
+    for arg in "$@"; do
+        case "$arg" in
+            -h|--help) sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        esac
+        for name in "${names[@]}"; do
+            if [[ $arg == "--$name" ]]; then declare -g "flag_$name=1"; continue 2; fi
+        done
+        echo "unknown argument: $arg (see --help)" >&2
+        exit 2
+    done
+}
