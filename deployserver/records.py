@@ -135,7 +135,7 @@ def to_read(d: orm.Deployment) -> DeploymentRead:
         updated_at=d.updated_at,
         files=[FileRead(path=f.path, size=f.size, sha256=f.sha256) for f in d.files],
         cell=None
-        if cell is None
+        if cell is None or cell.runtime_id is None
         else CellRead(
             runtime=cell.runtime,
             id=cell.runtime_id,

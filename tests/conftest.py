@@ -1,15 +1,20 @@
 """Shared fixtures: settings on a temporary data folder, SQLite or a fresh PostgreSQL
-database (DEPLOYSERVER_TEST_DATABASE_URL), and the app served on a loopback port."""
+database (DEPLOYSERVER_TEST_DATABASE_URL), the app served on a loopback port, and a
+Docker client for tests marked ``docker``: without a reachable engine they skip, except
+when DEPLOYSERVER_REQUIRE_DOCKER=1 (CI), where they fail."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
+from docker.errors import DockerException, NotFound
 from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -78,3 +83,31 @@ def base_url(app: FastAPI) -> Iterator[str]:
 def api(base_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base_url, timeout=60) as client:
         yield client
+
+
+TEST_LABEL = "deployserver.test"
+
+
+@pytest.fixture(scope="session")
+def test_labels() -> dict[str, str]:
+    """Labels for every container a test creates; the session removes all that carry them."""
+    return {TEST_LABEL: "1"}
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except DockerException as exc:
+        message = f"Docker Engine unreachable: {exc}"
+        if os.environ.get("DEPLOYSERVER_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"{message} (DEPLOYSERVER_REQUIRE_DOCKER=1)")
+        pytest.skip(message)
+    try:
+        yield client
+    finally:
+        for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}):
+            with contextlib.suppress(NotFound):
+                container.remove(force=True)
+        client.close()

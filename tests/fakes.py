@@ -1,10 +1,11 @@
 """A fake cell runtime for fast lifecycle tests. Its "cells" answer /health/ready over
-real loopback HTTP from one small shared app, behaving as their model name says:
+real loopback HTTP from one small shared app, behaving as metadata ``parameters.fake``
+says:
 
-- ``fail-*``: SETUP_FAILED with a traceback-like reason
-- ``exit-*``: the cell exits at once with code 3
-- ``slow-*``: STARTING for ever
-- anything else: ready
+- ``"fail"``: SETUP_FAILED with a traceback-like reason
+- ``"exit"``: the cell exits at once with code 3
+- ``"slow"``: STARTING for ever
+- absent: ready
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from deployserver.runtime.base import CellInfo, CellSpec
+
+
+def behaviour_of(spec: CellSpec) -> str | None:
+    value = (spec.metadata.get("parameters") or {}).get("fake")
+    return None if value is None else str(value)
 
 
 @dataclass
@@ -48,11 +54,11 @@ class FakeRuntime:
         cell = self.cells.get(cell_id)
         if cell is None or not cell.running:
             return JSONResponse({"error": "gone"}, status_code=502)
-        model = cell.spec.model
-        if model.startswith("fail"):
+        behaviour = behaviour_of(cell.spec)
+        if behaviour == "fail":
             reason = "Traceback (most recent call last):\nValueError: weights are corrupt"
             return JSONResponse({"state": "SETUP_FAILED", "reason": reason}, status_code=503)
-        if model.startswith("slow"):
+        if behaviour == "slow":
             return JSONResponse({"state": "STARTING", "reason": None}, status_code=503)
         return JSONResponse({"state": "READY"})
 
@@ -79,7 +85,7 @@ class FakeRuntime:
         with self._lock:
             cell_id = f"fake{next(self._ids)}"
             cell = FakeCell(spec, cell_id)
-            if spec.model.startswith("exit"):
+            if behaviour_of(spec) == "exit":
                 cell.running, cell.exit_code = False, 3
                 cell.logs.append("ImportError: no module named torch")
             self.cells[cell_id] = cell

@@ -1,0 +1,71 @@
+"""Tiny scoring packages, one per behaviour. Each behaves the same in a real cell (its
+script really does it) and on the fake runtime (``parameters.fake`` says it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GOOD = b"""
+class Model:
+    def __init__(self, model_dir, **parameters):
+        self.tag = parameters.get("tag", "v?")
+
+    def load(self):
+        self.ready = True
+
+    def predict(self, inputs, **kwargs):
+        return {"echo": inputs, "tag": self.tag}
+"""
+
+FAILS_IN_LOAD = b"""
+class Model:
+    def __init__(self, model_dir, **parameters):
+        pass
+
+    def load(self):
+        raise ValueError("weights are corrupt")
+
+    def predict(self, inputs, **kwargs):
+        return inputs
+"""
+
+EXITS = b"""
+import os
+
+
+class Model:
+    def __init__(self, model_dir, **parameters):
+        pass
+
+    def load(self):
+        print("ImportError: no module named torch", flush=True)
+        os._exit(3)
+
+    def predict(self, inputs, **kwargs):
+        return inputs
+"""
+
+SLOW = b"""
+import time
+
+
+class Model:
+    def __init__(self, model_dir, **parameters):
+        pass
+
+    def load(self):
+        time.sleep(3600)
+
+    def predict(self, inputs, **kwargs):
+        return inputs
+"""
+
+SCRIPTS = {"good": GOOD, "fail": FAILS_IN_LOAD, "exit": EXITS, "slow": SLOW}
+
+
+def package(behaviour: str, model: str, **meta: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(metadata, files) of a package that behaves as ``behaviour``."""
+    parameters = dict(meta.pop("parameters", {}))
+    if behaviour != "good":
+        parameters["fake"] = behaviour
+    return {"model": model, "parameters": parameters, **meta}, {"score.py": SCRIPTS[behaviour]}
