@@ -80,7 +80,7 @@ class Health:
 
     def failed(self, exc: BaseException) -> None:
         """Record a load failure: one summary line first, then the traceback."""
-        summary = "".join(traceback.format_exception_only(exc)).strip()
+        summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         trace = "".join(traceback.format_exception(exc))
         self.state, self.completed_at = State.SETUP_FAILED, self._now()
         self.reason = f"{summary}\n\n{trace}"
