@@ -173,7 +173,7 @@ async def test_a_package_without_scoring_script_fails_setup_with_what_was_expect
 
 
 async def test_a_script_with_a_syntax_error_fails_setup(tmp_path: Path) -> None:
-    (tmp_path / "score.py").write_text("class Model:\n    def predict(self, x):\n        return (\n")
+    (tmp_path / "score.py").write_text("class Model:\n    def predict(self, x):\n        (\n")
     async with serve(tmp_path) as client:
         body = (await client.get("/health/ready")).json()
     assert body["state"] == "SETUP_FAILED"
