@@ -49,11 +49,14 @@ def _cell(request: Request) -> Cell:
 
 
 def _spec_tensors(spec: list[dict[str, str]] | None) -> list[dict[str, Any]]:
-    return [
-        {"name": f["name"], "datatype": SPEC_TO_V2.get(f.get("data_type", ""), "BYTES"),
-         "shape": [-1] if f.get("data_type", "").startswith("array_") else [1]}
-        for f in spec or []
-    ]
+    tensors_ = []
+    for field in spec or []:
+        data_type = field.get("data_type", "")
+        base = data_type.removeprefix("array_")
+        shape = [-1] if base != data_type else [1]
+        tensors_.append({"name": field["name"], "datatype": SPEC_TO_V2.get(base, "BYTES"),
+                         "shape": shape})
+    return tensors_
 
 
 async def server_metadata(request: Request) -> Response:
