@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the cell until SIGINT/SIGTERM; returns (2) only when the arguments are wrong."""
     args = parse_args(argv)
     if not args.model_dir.is_dir():
         print(f"error: --model-dir {args.model_dir} is not a folder", file=sys.stderr)
@@ -51,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = CellSettings(model_dir=model_dir, metadata=metadata, entrypoint=args.entrypoint)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    # The server has shut down. A load() or predict still running in a worker thread
+    # (not a daemon thread) would otherwise hold the process until it finished, so a
+    # cell stopped while loading a large model would ignore SIGTERM: leave now.
+    # (Recent uvicorn re-raises the captured signal itself and never gets here.)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,20 @@ def test_slow_load_cell_process_answers_health_while_loading(
     assert starting.status_code == 503 and starting.json()["state"] == "STARTING"
     assert ready.status_code == 200 and ready.json()["state"] == "READY"
     assert answer.json() == {"predictions": {"echo": [1, 2]}}
+
+
+@pytest.mark.slow
+def test_a_cell_stopped_while_loading_exits_without_waiting_for_load(
+    tmp_path: Path, cell_process: Any
+) -> None:
+    folder = fixture_dir("slow_load", tmp_path)
+    with cell_process(folder, wait=False) as cell, cell.client() as client:
+        assert client.get("/health/ready").json()["state"] == "STARTING"
+        cell.process.terminate()
+        code = cell.process.wait()
+    assert code in (0, -signal.SIGTERM)  # uvicorn may re-raise the signal it handled
+    assert not (folder / "gave-up").exists()  # the load was still waiting when it exited
+    assert "Shutting down" in cell.output()
 
 
 async def test_missing_predict_fails_setup_naming_the_method(tmp_path: Path) -> None:
