@@ -139,7 +139,11 @@ class SeldonAdapter(Adapter):
     def construct(self) -> Any:
         assert self.cls is not None
         params = self.settings.parameters
-        if "model_uri" not in params and accepted_kwargs(self.cls.__init__, {"model_uri": 1}):
+        # object.__init__ shows **kwargs in its signature yet takes none: check it is ours.
+        takes_uri = self.cls.__init__ is not object.__init__ and accepted_kwargs(
+            self.cls.__init__, {"model_uri": 1}
+        )
+        if "model_uri" not in params and takes_uri:
             params["model_uri"] = self.model_dir
         instance = self.cls(**params)
         if not getattr(instance, "model_uri", None):

@@ -165,3 +165,16 @@ def test_cell_process_reads_metadata_from_the_environment(
     assert answer.json() == {"predictions": {
         "deployment": "stats-ubiops", "data": {"x": 1}, "env": "1"}}
     assert v2.status_code == 200
+
+
+async def test_seldon_model_without_init_gets_model_uri_as_attribute(tmp_path: Path) -> None:
+    (tmp_path / "Model.py").write_text(
+        "class Model:\n"
+        "    def load(self):\n        self.uri = self.model_uri\n"
+        "    def predict(self, X, feature_names, **kwargs):\n"
+        "        return {'uri': self.uri, 'meta': kwargs.get('meta')}\n")
+    async with serve(tmp_path) as client:
+        answer = await client.post("/api/v1.0/predictions", json={
+            "data": {"ndarray": [1]}, "meta": {"tags": {"a": "b"}}})
+    assert answer.json() == {"jsonData": {"uri": str(tmp_path), "meta": {"tags": {"a": "b"}}},
+                             "meta": {}}
