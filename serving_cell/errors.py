@@ -1,0 +1,70 @@
+"""The cell's error tree: each class carries its HTTP status and snake_case code."""
+
+from __future__ import annotations
+
+
+class CellError(Exception):
+    """Base of every error the cell answers on purpose; mapped to JSON by one handler."""
+
+    status_code = 500
+    code = "cell_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidInput(CellError):
+    """The request body cannot be read as the endpoint expects."""
+
+    status_code = 400
+    code = "invalid_input"
+
+
+class InputSpecMismatch(CellError):
+    """The request does not match the deployment's input_spec."""
+
+    status_code = 400
+    code = "input_spec_mismatch"
+
+
+class UnsupportedMediaType(CellError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class ModelNotReady(CellError):
+    """Predictions asked for while the model is loading or failed to load."""
+
+    status_code = 503
+    code = "model_not_ready"
+
+
+class ModelNotFound(CellError):
+    """A V2 request named a model this cell does not serve."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
+class PredictionFailed(CellError):
+    """The scoring script raised; the message is the exception's, never its traceback."""
+
+    status_code = 500
+    code = "prediction_failed"
+
+
+class OutputSpecMismatch(CellError):
+    """The scoring script answered something that breaks the deployment's output_spec.
+
+    A 500, not a 400: the caller's request was fine, the script broke its own promise.
+    """
+
+    status_code = 500
+    code = "output_spec_mismatch"

@@ -1,0 +1,1 @@
+"""Wire protocols the cell speaks; each module turns HTTP into ``Call`` and back."""
