@@ -31,8 +31,7 @@ def _free_port() -> int:
 
 
 def _alive(pid: int, deploy_id: str) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap our own exited children
+    """Whether ``pid`` is still the cell of ``deploy_id`` (for cells we did not start)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -51,6 +50,7 @@ class ProcessRuntime:
         self.instance = instance
         self.python = python
         self.root.mkdir(parents=True, exist_ok=True)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def describe(self) -> str:
         return f"process runtime: cells are local subprocesses of {self.python}"
@@ -134,6 +134,7 @@ class ProcessRuntime:
             raise CellStartError(str(exc)) from exc
         finally:
             log.close()
+        self._children[cell_id] = proc
         state = {
             "pid": proc.pid,
             "port": port,
@@ -151,8 +152,13 @@ class ProcessRuntime:
 
     def _info(self, cell_id: str, state: dict[str, object]) -> CellInfo:
         deploy_id = str(state["deploy_id"])
+        url = f"http://127.0.0.1:{state['port']}"
+        child = self._children.get(cell_id)
+        if child is not None:  # started by this server: poll() also gives the exit code
+            code = child.poll()
+            return CellInfo(NAME, cell_id, deploy_id, url, code is None, code)
         running = _alive(int(state["pid"]), deploy_id)  # type: ignore[call-overload]
-        return CellInfo(NAME, cell_id, deploy_id, f"http://127.0.0.1:{state['port']}", running)
+        return CellInfo(NAME, cell_id, deploy_id, url, running)
 
     def inspect(self, cell_id: str) -> CellInfo | None:
         state = self._state(cell_id)
@@ -172,13 +178,23 @@ class ProcessRuntime:
         state = self._state(cell_id)
         if state is not None:
             pid = int(state["pid"])  # type: ignore[call-overload]
-            if _alive(pid, str(state["deploy_id"])):
-                os.killpg(pid, signal.SIGTERM)
+
+            def alive() -> bool:
+                info = self._info(cell_id, state)
+                return info.running
+
+            if alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
                 deadline = time.monotonic() + timeout
-                while _alive(pid, str(state["deploy_id"])) and time.monotonic() < deadline:
+                while alive() and time.monotonic() < deadline:
                     time.sleep(0.05)
-                if _alive(pid, str(state["deploy_id"])):
-                    os.killpg(pid, signal.SIGKILL)
+                if alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
+            child = self._children.pop(cell_id, None)
+            if child is not None:
+                child.wait(timeout)
         for suffix in (".json", ".metadata.json", ".log"):
             (self.root / f"{cell_id}{suffix}").unlink(missing_ok=True)
 
