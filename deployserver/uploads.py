@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from deployserver import orm, records, storage
+from deployserver.cells import BadRequirement, requirements_of
 from deployserver.config import Settings
 from deployserver.errors import InvalidMetadata, InvalidUpload, NoScoringScript
 from deployserver.multipart import MultipartReceiver, boundary_of
@@ -68,6 +69,11 @@ def _settle_files(staging: Path, files: list[StoredFile], settings: Settings) ->
 
 
 def _entrypoint(tree: Path, meta: DeploymentMetadata) -> Entrypoint:
+    """The scoring entrypoint; also checks the requirements now rather than at build."""
+    try:
+        requirements_of(tree, meta.model_dump())
+    except BadRequirement as exc:
+        raise InvalidMetadata(f"requirements: {exc}") from exc
     try:
         return detect_entrypoint(tree, meta.entrypoint)
     except EntrypointError as exc:

@@ -72,14 +72,18 @@ class FakeRuntime:
     def describe(self) -> str:
         return "fake runtime"
 
+    @staticmethod
+    def _env(spec: CellSpec) -> tuple[str, ...]:
+        return spec.requirements + tuple(w.name for w in spec.wheels)
+
     def needs_build(self, spec: CellSpec) -> bool:
-        return bool(spec.requirements) and spec.requirements not in self.built_envs
+        return bool(self._env(spec)) and self._env(spec) not in self.built_envs
 
     def prepare(self, spec: CellSpec) -> None:
         if any("does-not-exist" in r for r in spec.requirements):
-            raise RuntimeError("no matching distribution for does-not-exist")
+            raise RuntimeError(f"no matching distribution for {spec.requirements[0]}")
         self.built.append(spec.deploy_id)
-        self.built_envs.add(spec.requirements)
+        self.built_envs.add(self._env(spec))
 
     def start(self, spec: CellSpec) -> CellInfo:
         with self._lock:

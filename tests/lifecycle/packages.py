@@ -60,12 +60,49 @@ class Model:
         return inputs
 """
 
-SCRIPTS = {"good": GOOD, "fail": FAILS_IN_LOAD, "exit": EXITS, "slow": SLOW}
+USES_LIBRARY = b"""
+import dstiny
+
+
+class Model:
+    def __init__(self, model_dir, **parameters):
+        pass
+
+    def load(self):
+        pass
+
+    def predict(self, inputs, **kwargs):
+        return {"value": dstiny.VALUE}
+"""
+
+SLOWISH = b"""
+import time
+
+
+class Model:
+    def __init__(self, model_dir, **parameters):
+        self.delay = float(parameters.get("delay", 3))
+
+    def load(self):
+        time.sleep(self.delay)
+
+    def predict(self, inputs, **kwargs):
+        return inputs
+"""
+
+SCRIPTS = {
+    "good": GOOD,
+    "library": USES_LIBRARY,
+    "slowish": SLOWISH,
+    "fail": FAILS_IN_LOAD,
+    "exit": EXITS,
+    "slow": SLOW,
+}
 
 
 def package(behaviour: str, model: str, **meta: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(metadata, files) of a package that behaves as ``behaviour``."""
     parameters = dict(meta.pop("parameters", {}))
-    if behaviour != "good":
+    if behaviour in ("fail", "exit", "slow"):
         parameters["fake"] = behaviour
     return {"model": model, "parameters": parameters, **meta}, {"score.py": SCRIPTS[behaviour]}

@@ -4,6 +4,7 @@ fails, restart a crashed cell, roll back."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from tests.helpers import multipart, wait_for_status
@@ -152,3 +153,61 @@ def test_rollback_makes_an_old_version_active_again(rig: Rig) -> None:
     assert missing.status_code == 404
     bad = rig.api.post("/api/v1/models/rb/rollback", json={"version": 1, "deploy_id": "x"})
     assert bad.status_code == 422
+
+
+def _tiny_wheel() -> bytes:
+    """A one-module wheel written by hand (no build tools, no index): dstiny, VALUE = 42.
+    Its content is new each run, so no environment image cached by an earlier run fits."""
+    import base64
+    import hashlib
+    import io
+    import zipfile
+
+    files = {
+        "dstiny.py": f"VALUE = 42\nRUN = {secrets.token_hex(8)!r}\n".encode(),
+        "dstiny-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: dstiny\nVersion: 0.1\n",
+        "dstiny-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\n"
+        b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = ""
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{name},sha256={digest},{len(data)}\n"
+    files["dstiny-0.1.dist-info/RECORD"] = (record + "dstiny-0.1.dist-info/RECORD,,\n").encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+    return buf.getvalue()
+
+
+def test_requirements_build_an_environment_once(rig: Rig) -> None:
+    wheel = _tiny_wheel()
+    metadata, files = package("library", "withlib")
+    files["libraries/dstiny-0.1-py3-none-any.whl"] = wheel
+    v1 = rig.api.post("/api/v1/deployments", files=multipart(metadata, files)).json()
+    record = wait_for_status(rig.api, v1["deploy_id"], {"ready", "failed"}, timeout=600)
+    assert record["status"] == "ready", record["status_reason"]
+    assert _events(rig, v1["deploy_id"])[:3] == ["received", "building", "starting"]
+    if rig.kind != "fake":
+        assert _predict(rig, record, 1) == {"value": 42}
+    # a new version with the same requirements starts with no build at all
+    v2 = rig.api.post("/api/v1/deployments", files=multipart(metadata, files)).json()
+    wait_for_status(rig.api, v2["deploy_id"], "ready", timeout=300)
+    assert "building" not in _events(rig, v2["deploy_id"])
+
+
+def test_unresolvable_requirement_fails_the_build(rig: Rig) -> None:
+    metadata, files = package("good", "nolib", requirements=["does-not-exist-ds==0.0.1"])
+    up = rig.api.post("/api/v1/deployments", files=multipart(metadata, files)).json()
+    record = wait_for_status(rig.api, up["deploy_id"], "failed", timeout=300)
+    assert "environment build failed" in record["status_reason"]
+    assert "does-not-exist-ds" in record["status_reason"]
+
+
+def test_bad_requirement_is_refused_at_upload(rig: Rig) -> None:
+    for bad in ("--index-url http://evil.example/simple", "pkg @ file:///etc/passwd", "-e ."):
+        metadata, files = package("good", "badreq", requirements=[bad])
+        resp = rig.api.post("/api/v1/deployments", files=multipart(metadata, files))
+        assert resp.status_code == 422, (bad, resp.text)
+        assert resp.json()["error"]["code"] == "invalid_metadata"

@@ -91,8 +91,18 @@ def run_cell(
 ) -> Iterator[CellProcess]:
     """``python -m serving_cell`` on a loopback port, as the process runtime starts it."""
     port = free_port()
-    command = [sys.executable, "-m", "serving_cell", "--model-dir", str(model_dir),
-               "--port", str(port), "--host", "127.0.0.1", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "serving_cell",
+        "--model-dir",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        *args,
+    ]
     # This worktree's serving_cell, whichever checkout is installed editable.
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     with log.open("wb") as out:

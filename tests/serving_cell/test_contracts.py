@@ -16,8 +16,12 @@ from serving_cell.settings import METADATA_ENV, MetadataError, read_metadata
 
 @pytest.mark.parametrize(
     ("class_name", "contract"),
-    [("Scorer", "model"), ("SeldonStyle", "seldon"), ("UbiOpsStyle", "ubiops"),
-     ("BudgetStyle", "budgetml")],
+    [
+        ("Scorer", "model"),
+        ("SeldonStyle", "seldon"),
+        ("UbiOpsStyle", "ubiops"),
+        ("BudgetStyle", "budgetml"),
+    ],
 )
 def test_an_explicit_class_gets_the_convention_its_signatures_show(
     class_name: str, contract: str
@@ -44,8 +48,9 @@ async def test_explicit_entrypoint_from_metadata_and_ubiops_context(tmp_path: Pa
 
 async def test_budgetml_predictor_reads_the_request_itself(tmp_path: Path) -> None:
     async with serve(fixture_dir("custom", tmp_path), {}, "service.py:BudgetStyle") as client:
-        answer = await client.post("/predict", content=b"raw text",
-                                   headers={"content-type": "text/plain"})
+        answer = await client.post(
+            "/predict", content=b"raw text", headers={"content-type": "text/plain"}
+        )
     assert answer.json() == {"predictions": {"path": "/predict", "body": "raw text"}}
 
 
@@ -68,15 +73,21 @@ async def test_predict_bodies_and_their_errors(tmp_path: Path) -> None:
         plain = await client.post("/predict", json=[1, 2])
         wrapped = await client.post("/predict", json={"inputs": {"a": 1}})
         not_wrapped = await client.post("/predict", json={"inputs": 1, "other": 2})
-        curl_default = await client.post("/predict", content=b'{"a": 1}', headers={
-            "content-type": "application/x-www-form-urlencoded"})
+        curl_default = await client.post(
+            "/predict",
+            content=b'{"a": 1}',
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         form = await client.post("/predict", data={"a": "1"}, files={"f": ("f.txt", b"hi")})
-        raw = await client.post("/predict", content=b"\x00\x01",
-                                headers={"content-type": "application/octet-stream"})
-        broken = await client.post("/predict", content=b"{",
-                                   headers={"content-type": "application/json"})
-        xml = await client.post("/predict", content=b"<a/>",
-                                headers={"content-type": "application/xml"})
+        raw = await client.post(
+            "/predict", content=b"\x00\x01", headers={"content-type": "application/octet-stream"}
+        )
+        broken = await client.post(
+            "/predict", content=b"{", headers={"content-type": "application/json"}
+        )
+        xml = await client.post(
+            "/predict", content=b"<a/>", headers={"content-type": "application/xml"}
+        )
         missing = await client.get("/nowhere")
         wrong_method = await client.get("/predict")
     assert plain.json() == {"predictions": {"echo": [1, 2]}}
@@ -94,19 +105,25 @@ async def test_predict_bodies_and_their_errors(tmp_path: Path) -> None:
 
 
 async def test_input_spec_types_and_form_coercion(tmp_path: Path) -> None:
-    spec = [{"name": "n", "data_type": "int"}, {"name": "x", "data_type": "double"},
-            {"name": "ok", "data_type": "bool"}, {"name": "tags", "data_type": "array_string"},
-            {"name": "extra", "data_type": "dict"}]
+    spec = [
+        {"name": "n", "data_type": "int"},
+        {"name": "x", "data_type": "double"},
+        {"name": "ok", "data_type": "bool"},
+        {"name": "tags", "data_type": "array_string"},
+        {"name": "extra", "data_type": "dict"},
+    ]
     good = {"n": 1, "x": 2, "ok": True, "tags": ["a"], "extra": {}}
     folder = tmp_path / "echo"
     folder.mkdir()
     (folder / "score.py").write_text(
         "class Model:\n    def __init__(self, d):\n        pass\n"
-        "    def predict(self, inputs):\n        return {'got': inputs}\n")
+        "    def predict(self, inputs):\n        return {'got': inputs}\n"
+    )
     async with serve(folder, {"input_spec": spec}) as client:
         ok = await client.post("/predict", json=good)
-        as_form = await client.post("/predict", data={
-            "n": "1", "x": "2.5", "ok": "true", "tags": '["a"]', "extra": "{}"})
+        as_form = await client.post(
+            "/predict", data={"n": "1", "x": "2.5", "ok": "true", "tags": '["a"]', "extra": "{}"}
+        )
         bad_int = await client.post("/predict", json={**good, "n": True})
         bad_item = await client.post("/predict", json={**good, "tags": ["a", 2]})
         bad_form = await client.post("/predict", data={**{k: "1" for k in good}, "n": "one"})
@@ -114,12 +131,15 @@ async def test_input_spec_types_and_form_coercion(tmp_path: Path) -> None:
         not_object = await client.post("/predict", json=[1])
     assert ok.json() == {"predictions": {"got": good}}
     assert as_form.json()["predictions"]["got"] == {**good, "x": 2.5}
-    assert bad_int.json()["error"] == {"code": "input_spec_mismatch",
-                                       "message": "input field 'n' should be int, got bool"}
+    assert bad_int.json()["error"] == {
+        "code": "input_spec_mismatch",
+        "message": "input field 'n' should be int, got bool",
+    }
     assert bad_item.json()["error"]["message"] == "input field 'tags' should be string, got int"
     assert bad_form.json()["error"]["message"] == "input field 'n' should be int, got 'one'"
     assert unknown.json()["error"]["message"] == (
-        "input does not match the spec: unknown fields ['typo']")
+        "input does not match the spec: unknown fields ['typo']"
+    )
     assert not_object.status_code == 400
     assert "should be an object with fields" in not_object.json()["error"]["message"]
 
@@ -155,15 +175,24 @@ def test_cell_process_reads_metadata_from_the_environment(
 ) -> None:
     metadata = (TEMPLATES / "ubiops" / "metadata.json").read_text()
     folder = fixture_dir("custom", tmp_path)
-    env = {METADATA_ENV: json.dumps({**json.loads(metadata), "input_spec": None,
-                                     "output_spec": None, "env": {"CELL_TEST_VAR": "1"}})}
+    env = {
+        METADATA_ENV: json.dumps(
+            {
+                **json.loads(metadata),
+                "input_spec": None,
+                "output_spec": None,
+                "env": {"CELL_TEST_VAR": "1"},
+            }
+        )
+    }
     entrypoint = ("--entrypoint", "service.py:UbiOpsStyle")
     with cell_process(folder, *entrypoint, env=env) as cell, cell.client() as client:
         answer = client.post("/predict", json={"x": 1})
         v2 = client.get("/v2/models/stats-ubiops/ready")
     # The deployment's env reaches the script's process as environment variables.
-    assert answer.json() == {"predictions": {
-        "deployment": "stats-ubiops", "data": {"x": 1}, "env": "1"}}
+    assert answer.json() == {
+        "predictions": {"deployment": "stats-ubiops", "data": {"x": 1}, "env": "1"}
+    }
     assert v2.status_code == 200
 
 
@@ -172,9 +201,13 @@ async def test_seldon_model_without_init_gets_model_uri_as_attribute(tmp_path: P
         "class Model:\n"
         "    def load(self):\n        self.uri = self.model_uri\n"
         "    def predict(self, X, feature_names, **kwargs):\n"
-        "        return {'uri': self.uri, 'meta': kwargs.get('meta')}\n")
+        "        return {'uri': self.uri, 'meta': kwargs.get('meta')}\n"
+    )
     async with serve(tmp_path) as client:
-        answer = await client.post("/api/v1.0/predictions", json={
-            "data": {"ndarray": [1]}, "meta": {"tags": {"a": "b"}}})
-    assert answer.json() == {"jsonData": {"uri": str(tmp_path), "meta": {"tags": {"a": "b"}}},
-                             "meta": {}}
+        answer = await client.post(
+            "/api/v1.0/predictions", json={"data": {"ndarray": [1]}, "meta": {"tags": {"a": "b"}}}
+        )
+    assert answer.json() == {
+        "jsonData": {"uri": str(tmp_path), "meta": {"tags": {"a": "b"}}},
+        "meta": {},
+    }

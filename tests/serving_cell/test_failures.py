@@ -119,14 +119,18 @@ async def test_raises_in_predict_is_a_500_with_the_message_and_the_cell_serves_o
     async with serve(fixture_dir("raises_in_predict", tmp_path)) as client:
         failed = await client.post("/predict", json=[1, -1])
         fine = await client.post("/predict", json=[1, 2])
-        v2 = await client.post("/v2/models/raises_in_predict/infer", json={
-            "inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [-3]}]
-        })
+        v2 = await client.post(
+            "/v2/models/raises_in_predict/infer",
+            json={"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [-3]}]},
+        )
         ready = await client.get("/health/ready")
     assert failed.status_code == 500
-    assert failed.json() == {"error": {
-        "code": "prediction_failed", "message": "ValueError: negative numbers are not allowed"
-    }}
+    assert failed.json() == {
+        "error": {
+            "code": "prediction_failed",
+            "message": "ValueError: negative numbers are not allowed",
+        }
+    }
     assert "Traceback" not in failed.text
     assert fine.json() == {"predictions": [2, 4]}
     assert v2.status_code == 500
@@ -139,10 +143,12 @@ async def test_wrong_output_for_the_spec_is_named_field_by_field(tmp_path: Path)
     async with serve(fixture_dir("wrong_output", tmp_path), metadata) as client:
         answer = await client.post("/predict", json={})
     assert answer.status_code == 500
-    assert answer.json() == {"error": {
-        "code": "output_spec_mismatch",
-        "message": "the model's output field 'label' should be string, got int",
-    }}
+    assert answer.json() == {
+        "error": {
+            "code": "output_spec_mismatch",
+            "message": "the model's output field 'label' should be string, got int",
+        }
+    }
 
 
 async def test_sync_predict_runs_in_a_thread_so_health_still_answers(tmp_path: Path) -> None:

@@ -54,9 +54,20 @@ def test_the_seldon_seed_request_works_unchanged_with_curl(
 ) -> None:
     with cell_process(built_templates("seldon"), "--metadata", _metadata("seldon")) as cell:
         out = subprocess.run(
-            ["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json",
-             f"{cell.url}/api/v1.0/predictions", "-d", SEED_REQUEST],
-            check=True, capture_output=True, text=True,
+            [
+                "curl",
+                "-sS",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                f"{cell.url}/api/v1.0/predictions",
+                "-d",
+                SEED_REQUEST,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     message = json.loads(out)
     assert set(message) == {"data", "meta"}
@@ -83,12 +94,15 @@ async def test_mlflow_invocations_match_local_pyfunc(
     csv = frame.to_csv(index=False)
     meta = json.loads(Path(_metadata("mlflow")).read_text())
     async with serve(built_templates("mlflow"), meta) as client:
-        split = await client.post("/invocations", json={"dataframe_split": {
-            "columns": IRIS_COLUMNS, "data": IRIS_ROWS}})
-        records = await client.post("/invocations", json={
-            "dataframe_records": frame.to_dict(orient="records")})
-        as_csv = await client.post("/invocations", content=csv,
-                                   headers={"content-type": "text/csv"})
+        split = await client.post(
+            "/invocations", json={"dataframe_split": {"columns": IRIS_COLUMNS, "data": IRIS_ROWS}}
+        )
+        records = await client.post(
+            "/invocations", json={"dataframe_records": frame.to_dict(orient="records")}
+        )
+        as_csv = await client.post(
+            "/invocations", content=csv, headers={"content-type": "text/csv"}
+        )
         via_predict = await client.post("/predict", json=frame.to_dict(orient="records"))
         bad = await client.post("/invocations", json={"rows": IRIS_ROWS})
     assert len(set(expected)) == 3
@@ -131,10 +145,16 @@ async def test_v2_metadata_errors_and_tensor_shapes(built_templates: Callable[[s
         wrong = await client.post("/v2/models/other/infer", json={"inputs": []})
         wrong_ready = await client.get("/v2/models/other/ready")
         empty = await client.post("/v2/models/stats-ubiops/infer", json={"inputs": []})
-        bad_shape = await client.post("/v2/models/stats-ubiops/infer", json={"inputs": [
-            {"name": "numbers", "datatype": "FP64", "shape": [3], "data": [1, 2]}]})
-        bad_type = await client.post("/v2/models/stats-ubiops/infer", json={"inputs": [
-            {"name": "numbers", "datatype": "FP128", "shape": [1], "data": [1]}]})
+        bad_shape = await client.post(
+            "/v2/models/stats-ubiops/infer",
+            json={
+                "inputs": [{"name": "numbers", "datatype": "FP64", "shape": [3], "data": [1, 2]}]
+            },
+        )
+        bad_type = await client.post(
+            "/v2/models/stats-ubiops/infer",
+            json={"inputs": [{"name": "numbers", "datatype": "FP128", "shape": [1], "data": [1]}]},
+        )
         not_json = await client.post("/v2/models/stats-ubiops/infer", content=b"{")
     assert model.json()["inputs"] == [{"name": "numbers", "datatype": "FP64", "shape": [-1]}]
     assert model.json()["platform"] == "ubiops"
@@ -149,39 +169,61 @@ async def test_v2_metadata_errors_and_tensor_shapes(built_templates: Callable[[s
 
 async def test_v2_dict_answers_become_one_output_per_key(tmp_path: Path) -> None:
     async with serve(fixture_dir("custom", tmp_path), {"model": "m"}, "service.py:Scorer") as c:
-        answer = await c.post("/v2/models/m/infer", json={"id": "7", "inputs": [
-            {"name": "x", "datatype": "INT32", "shape": [2, 2], "data": [[1, 2], [3, 4]]}]})
+        answer = await c.post(
+            "/v2/models/m/infer",
+            json={
+                "id": "7",
+                "inputs": [
+                    {"name": "x", "datatype": "INT32", "shape": [2, 2], "data": [[1, 2], [3, 4]]}
+                ],
+            },
+        )
     body = answer.json()
     assert body["id"] == "7" and body["model_name"] == "m"
     outputs = {o["name"]: o for o in body["outputs"]}
-    assert outputs["doubled"] == {"name": "doubled", "datatype": "INT32", "shape": [2, 2],
-                                  "data": [2, 4, 6, 8]}
+    assert outputs["doubled"] == {
+        "name": "doubled",
+        "datatype": "INT32",
+        "shape": [2, 2],
+        "data": [2, 4, 6, 8],
+    }
     assert outputs["factor"]["data"] == [1]
 
 
 async def test_seldon_message_kinds(tmp_path: Path) -> None:
     folder = fixture_dir("custom", tmp_path)
     async with serve(folder, {}, "service.py:SeldonStyle") as client:
-        ndarray = await client.post("/api/v1.0/predictions", json={
-            "data": {"names": ["a", "b"], "ndarray": [[1, 2], [3, 4]]}})
-        tensor = await client.post("/api/v1.0/predictions", json={
-            "data": {"tensor": {"shape": [3, 2], "values": [1, 2, 3, 4, 5, 6]}}})
+        ndarray = await client.post(
+            "/api/v1.0/predictions",
+            json={"data": {"names": ["a", "b"], "ndarray": [[1, 2], [3, 4]]}},
+        )
+        tensor = await client.post(
+            "/api/v1.0/predictions",
+            json={"data": {"tensor": {"shape": [3, 2], "values": [1, 2, 3, 4, 5, 6]}}},
+        )
         json_data = await client.post("/api/v1.0/predictions", json={"jsonData": {"k": [1]}})
         str_data = await client.post("/api/v1.0/predictions", json={"strData": "abc"})
         bad = await client.post("/api/v1.0/predictions", json={"data": {}})
-    assert ndarray.json() == {"jsonData": {"rows": 2, "names": ["a", "b"], "from": str(folder)},
-                              "meta": {}}
+    assert ndarray.json() == {
+        "jsonData": {"rows": 2, "names": ["a", "b"], "from": str(folder)},
+        "meta": {},
+    }
     assert tensor.json()["jsonData"]["rows"] == 3
     assert json_data.json()["jsonData"]["rows"] == 1
     assert str_data.json()["jsonData"]["rows"] == 3
     assert bad.status_code == 400
-    assert bad.json()["error"] == {"code": "invalid_input",
-                                   "message": "'data' needs 'ndarray' or 'tensor'"}
+    assert bad.json()["error"] == {
+        "code": "invalid_input",
+        "message": "'data' needs 'ndarray' or 'tensor'",
+    }
 
 
 async def test_seldon_tensor_in_tensor_out(tmp_path: Path) -> None:
     async with serve(fixture_dir("raises_in_predict", tmp_path)) as client:
-        answer = await client.post("/api/v1.0/predictions", json={
-            "data": {"tensor": {"shape": [3], "values": [1, 2, 3]}}})
-    assert answer.json() == {"data": {"names": [], "tensor": {"shape": [3],
-                                                              "values": [2, 4, 6]}}, "meta": {}}
+        answer = await client.post(
+            "/api/v1.0/predictions", json={"data": {"tensor": {"shape": [3], "values": [1, 2, 3]}}}
+        )
+    assert answer.json() == {
+        "data": {"names": [], "tensor": {"shape": [3], "values": [2, 4, 6]}},
+        "meta": {},
+    }
