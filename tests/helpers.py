@@ -208,3 +208,14 @@ def wait_for_status(
         if time.monotonic() > deadline:
             raise AssertionError(f"{deploy_id} still {record.get('status')}: {record}")
         time.sleep(0.05)
+
+
+def eventually(check: Any, timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``check()`` until it is true; fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout:g} s")
+        time.sleep(0.05)
