@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from deployserver.config import Settings
+from deployserver.orm import utcnow
 
 
 @dataclass
@@ -15,3 +18,5 @@ class AppState:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    clock: Callable[[], datetime] = field(default=utcnow)
+    """Now, in UTC; tests pass their own to move time without sleeping."""
