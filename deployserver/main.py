@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
-from deployserver import db
-from deployserver.api import deployments, health, models
+from deployserver import auth, db, orm
+from deployserver.api import auth as auth_api
+from deployserver.api import deployments, health, models, tokens, users
+from deployserver.api.deps import check_guarded
 from deployserver.config import Settings
 from deployserver.handlers import install_error_handlers
 from deployserver.state import AppState
@@ -17,8 +20,11 @@ from deployserver.state import AppState
 log = logging.getLogger("deployserver")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the server for ``settings`` (read from the environment when omitted)."""
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], datetime] = orm.utcnow
+) -> FastAPI:
+    """Build the server for ``settings`` (read from the environment when omitted);
+    ``clock`` tells the time, for token expiry (tests pass their own)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -28,9 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = settings.resolved_database_url
         db.upgrade(url)
         engine = db.make_engine(url)
-        app.state.ds = AppState(
-            settings=settings, engine=engine, sessions=db.make_sessionmaker(engine)
-        )
+        sessions = db.make_sessionmaker(engine)
+        with sessions.begin() as session:
+            auth.ensure_admin_token(session, settings=settings, now=clock())
+        app.state.ds = AppState(settings=settings, engine=engine, sessions=sessions, clock=clock)
         log.info("database %s, data folder %s", engine.url.render_as_string(), settings.data_dir)
         try:
             yield
@@ -42,4 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(deployments.router)
     app.include_router(models.router)
+    app.include_router(tokens.router)
+    app.include_router(users.router)
+    app.include_router(auth_api.router)
+    check_guarded(app)
     return app

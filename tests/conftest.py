@@ -1,5 +1,6 @@
 """Shared fixtures: settings on a temporary data folder, SQLite or a fresh PostgreSQL
-database (DEPLOYSERVER_TEST_DATABASE_URL), and the app served on a loopback port."""
+database (DEPLOYSERVER_TEST_DATABASE_URL), the app served on a loopback port, and
+clients with the admin token (``api``) or none (``anon``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from deployserver.config import Settings
 from deployserver.main import create_app
-from tests.helpers import serve
+from tests.helpers import ADMIN_TOKEN, bearer, serve
 
 PG_ADMIN_URL = os.environ.get("DEPLOYSERVER_TEST_DATABASE_URL")
 
@@ -41,7 +42,7 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, admin_token=ADMIN_TOKEN)
 
 
 @pytest.fixture
@@ -57,5 +58,13 @@ def base_url(app: FastAPI) -> Iterator[str]:
 
 @pytest.fixture
 def api(base_url: str) -> Iterator[httpx.Client]:
+    """A client carrying the admin token."""
+    with httpx.Client(base_url=base_url, timeout=60, headers=bearer(ADMIN_TOKEN)) as client:
+        yield client
+
+
+@pytest.fixture
+def anon(base_url: str) -> Iterator[httpx.Client]:
+    """A client with no token at all."""
     with httpx.Client(base_url=base_url, timeout=60) as client:
         yield client

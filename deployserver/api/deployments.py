@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 
 from deployserver import records, storage
-from deployserver.api.deps import SessionDep, StateDep
+from deployserver.api.deps import DeployAccess, SessionDep, StateDep, require_scope
 from deployserver.errors import UploadTooLarge
 from deployserver.schemas import DeploymentList, DeploymentRead, EventRead, Status
 from deployserver.uploads import receive_upload
 
+log = logging.getLogger("deployserver.deployments")
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
 
@@ -42,7 +44,11 @@ router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
     },
 )
 async def upload_deployment(
-    request: Request, response: Response, state: StateDep, start: bool = True
+    request: Request,
+    response: Response,
+    state: StateDep,
+    caller: DeployAccess,
+    start: bool = True,
 ) -> DeploymentRead:
     """Receive a model's files plus metadata in one multipart request (streamed to disk)."""
     settings = state.settings
@@ -55,12 +61,13 @@ async def upload_deployment(
         content_type=request.headers.get("content-type"),
         body=request.stream(),
         start=start,
+        actor=caller.name,
     )
     response.headers["Location"] = f"/api/v1/deployments/{read.deploy_id}"
     return read
 
 
-@router.get("", response_model=DeploymentList)
+@router.get("", response_model=DeploymentList, dependencies=[require_scope("read")])
 def list_deployments(
     session: SessionDep,
     model: str | None = None,
@@ -78,19 +85,21 @@ def list_deployments(
     return DeploymentList(items=[records.to_read(d) for d in page], next_cursor=next_cursor)
 
 
-@router.get("/{deploy_id}", response_model=DeploymentRead)
+@router.get("/{deploy_id}", response_model=DeploymentRead, dependencies=[require_scope("read")])
 def get_deployment(deploy_id: str, session: SessionDep) -> DeploymentRead:
     return records.to_read(records.get_deployment(session, deploy_id))
 
 
-@router.get("/{deploy_id}/events", response_model=list[EventRead])
+@router.get(
+    "/{deploy_id}/events", response_model=list[EventRead], dependencies=[require_scope("read")]
+)
 def deployment_events(deploy_id: str, session: SessionDep) -> list[EventRead]:
     return records.list_events(session, records.get_deployment(session, deploy_id))
 
 
 @router.delete("/{deploy_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_deployment(deploy_id: str, state: StateDep) -> Response:
-    """Remove a deployment: its record, and its folder."""
+async def delete_deployment(deploy_id: str, state: StateDep, caller: DeployAccess) -> Response:
+    """Remove a deployment: its record, its events and its folder (the log keeps who)."""
     settings = state.settings
 
     def _delete() -> None:
@@ -98,6 +107,13 @@ async def delete_deployment(deploy_id: str, state: StateDep) -> Response:
             deployment = records.get_deployment(session, deploy_id)
             if deployment.model.active_deploy_id == deploy_id:
                 deployment.model.active_deploy_id = None
+            log.info(
+                "deployment %s (version %d of %s) deleted by %s",
+                deploy_id,
+                deployment.version,
+                deployment.model.name,
+                caller.name,
+            )
             session.delete(deployment)
             session.flush()
             trash = storage.retire(settings.deployments_dir, settings.staging_dir, deploy_id)

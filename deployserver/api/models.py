@@ -6,10 +6,11 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from deployserver import orm, records
-from deployserver.api.deps import SessionDep
+from deployserver.api.deps import SessionDep, require_scope
 from deployserver.schemas import ModelList, ModelRead, VersionRead
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
+# Each route names its scope: rollback (deploy) and predictions (predict) will live here.
 
 
 def _read(session: Session, model: orm.Model) -> ModelRead:
@@ -31,11 +32,11 @@ def _read(session: Session, model: orm.Model) -> ModelRead:
     )
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, dependencies=[require_scope("read")])
 def list_models(session: SessionDep) -> ModelList:
     return ModelList(items=[_read(session, m) for m in records.list_models(session)])
 
 
-@router.get("/{model}", response_model=ModelRead)
+@router.get("/{model}", response_model=ModelRead, dependencies=[require_scope("read")])
 def get_model(model: str, session: SessionDep) -> ModelRead:
     return _read(session, records.get_model(session, model))

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import package_files, peak_rss_bytes, server_process, streamed_upload
+from tests.helpers import bearer, package_files, peak_rss_bytes, server_process, streamed_upload
 
 SIZE = 256 * 1024 * 1024
 
@@ -18,8 +18,8 @@ def test_large_upload_keeps_server_memory_flat(tmp_path: Path, database_url: str
     data_dir = tmp_path / "data"
     env = {"DEPLOYSERVER_DATABASE_URL": database_url}
     with (
-        server_process(data_dir, env) as (url, proc),
-        httpx.Client(base_url=url, timeout=300) as client,
+        server_process(data_dir, env) as (url, proc, token),
+        httpx.Client(base_url=url, timeout=300, headers=bearer(token)) as client,
     ):
         # warm up every code path first, then measure the big upload
         warm = client.post(

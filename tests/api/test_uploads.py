@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from deployserver.config import Settings
-from tests.helpers import db_snapshot, make_tar, make_zip, multipart, package_files
+from tests.helpers import ADMIN_TOKEN, db_snapshot, make_tar, make_zip, multipart, package_files
 
 
 def _sha(data: bytes) -> str:
@@ -66,6 +66,8 @@ def test_curl_upload_of_a_folder_then_status_poll(
             "-sS",
             "-w",
             "\n%{http_code}",
+            "-H",
+            f"Authorization: Bearer {ADMIN_TOKEN}",
             "-F",
             f"metadata=@{pkg / 'metadata.json'}",
             "-F",
@@ -83,7 +85,13 @@ def test_curl_upload_of_a_folder_then_status_poll(
     body = json.loads(text)
     assert body["files"] == _expected(files)
     poll = subprocess.run(
-        ["curl", "-sS", f"{base_url}/api/v1/deployments/{body['deploy_id']}"],
+        [
+            "curl",
+            "-sS",
+            "-H",
+            f"Authorization: Bearer {ADMIN_TOKEN}",
+            f"{base_url}/api/v1/deployments/{body['deploy_id']}",
+        ],
         capture_output=True,
         text=True,
         check=True,
