@@ -78,12 +78,18 @@ def _verified(session: Session, name: str, password: str) -> orm.User:
 
 
 def login(
-    session: Session, *, name: str, password: str, scope: str, lifetime: int, now: datetime
+    session: Session,
+    *,
+    name: str,
+    password: str,
+    scopes: Iterable[str],
+    lifetime: int,
+    now: datetime,
 ) -> tuple[str, orm.ApiToken]:
     """A token for ``lifetime`` seconds with the asked scopes (default: all the user's)."""
     user = _verified(session, name, password)
     held = frozenset(user.scopes.split())
-    asked = auth.parse_scopes([scope]) or held
+    asked = auth.parse_scopes(scopes) or held
     if not asked <= held:
         missing = ", ".join(sorted(asked - held))
         raise InvalidScope(f"user {name!r} does not hold the scope(s) {missing}")

@@ -23,7 +23,7 @@ def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], state: StateDep
             session,
             name=form.username,
             password=form.password,
-            scope=form.scope,
+            scopes=form.scopes,
             lifetime=lifetime,
             now=state.clock(),
         )
