@@ -87,8 +87,10 @@ def issue_token(
     now: datetime,
     expires_at: datetime | None = None,
     user: orm.User | None = None,
+    actor: str | None = None,
 ) -> tuple[orm.ApiToken, str]:
-    """Store a new token (only its hash); returns the row and the plaintext, shown once."""
+    """Store a new token (only its hash); returns the row and the plaintext, shown once.
+    ``actor`` (who asked) is logged: token changes have no deployment events to go in."""
     public_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     row = orm.ApiToken(
         public_id=public_id,
@@ -101,6 +103,8 @@ def issue_token(
     )
     session.add(row)
     session.flush()
+    if actor is not None:
+        log.info("token %s (%s: %s) created by %s", public_id, name, row.scopes, actor)
     return row, f"{_PREFIX}{public_id}_{secret}"
 
 
@@ -124,13 +128,14 @@ def list_tokens(session: Session) -> Sequence[orm.ApiToken]:
     return session.scalars(select(orm.ApiToken).order_by(orm.ApiToken.id)).all()
 
 
-def revoke_token(session: Session, public_id: str, *, now: datetime) -> orm.ApiToken:
+def revoke_token(session: Session, public_id: str, *, now: datetime, actor: str) -> orm.ApiToken:
     """Mark a token revoked (kept, so its name still explains past events)."""
     row = session.scalar(select(orm.ApiToken).where(orm.ApiToken.public_id == public_id))
     if row is None:
         raise TokenNotFound(f"no token {public_id!r}")
     if row.revoked_at is None:
         row.revoked_at = now
+        log.info("token %s (%s) revoked by %s", public_id, row.name, actor)
     return row
 
 

@@ -19,6 +19,7 @@ from deployserver.errors import BadRequest
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MIN_PASSWORD = 8  # as the API's UserCreate
+CLI_ACTOR = "cli"  # the name logged for changes made from the command line
 
 
 def parse_duration(text: str) -> int:
@@ -59,6 +60,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
                 scopes=auth.parse_scopes(args.scopes),
                 now=now,
                 expires_at=expires,
+                actor=CLI_ACTOR,
             )
             print(plaintext)
             print("this token is shown once; the server keeps only its hash", file=sys.stderr)
@@ -66,7 +68,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
             for row in auth.list_tokens(session):
                 print(_show(row))
         else:
-            auth.revoke_token(session, args.token_id, now=now)
+            auth.revoke_token(session, args.token_id, now=now, actor=CLI_ACTOR)
     return 0
 
 
@@ -88,13 +90,18 @@ def _user(args: argparse.Namespace, settings: Settings) -> int:
     with _transaction(settings) as session:
         if args.verb == "create":
             users.create_user(
-                session, name=args.name, password=password, scopes=args.scopes, now=orm.utcnow()
+                session,
+                name=args.name,
+                password=password,
+                scopes=args.scopes,
+                now=orm.utcnow(),
+                actor=CLI_ACTOR,
             )
         elif args.verb == "list":
             for user in users.list_users(session):
                 print(f"{user.name}\t{user.scopes}")
         else:
-            users.delete_user(session, args.name)
+            users.delete_user(session, args.name, actor=CLI_ACTOR)
     return 0
 
 

@@ -8,6 +8,7 @@ and no signing key to keep secret or rotate.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from deployserver import auth, orm
 from deployserver.errors import Conflict, InvalidGrant, InvalidScope, UserNotFound
 
+log = logging.getLogger("deployserver.users")
 _hasher = PasswordHasher()  # argon2id with the RFC 9106 low-memory profile
 
 
@@ -30,7 +32,13 @@ def _decoy_hash() -> str:
 
 
 def create_user(
-    session: Session, *, name: str, password: str, scopes: Iterable[str], now: datetime
+    session: Session,
+    *,
+    name: str,
+    password: str,
+    scopes: Iterable[str],
+    now: datetime,
+    actor: str,
 ) -> orm.User:
     user = orm.User(
         name=name,
@@ -43,6 +51,7 @@ def create_user(
             session.add(user)
     except IntegrityError as exc:
         raise Conflict(f"a user named {name!r} already exists") from exc
+    log.info("user %s (%s) created by %s", name, user.scopes, actor)
     return user
 
 
@@ -57,9 +66,10 @@ def list_users(session: Session) -> Sequence[orm.User]:
     return session.scalars(select(orm.User).order_by(orm.User.name)).all()
 
 
-def delete_user(session: Session, name: str) -> None:
+def delete_user(session: Session, name: str, *, actor: str) -> None:
     """Remove a user; their login tokens go with them."""
     user = get_user(session, name)
+    log.info("user %s deleted by %s", name, actor)
     session.execute(delete(orm.ApiToken).where(orm.ApiToken.user_id == user.id))
     session.delete(user)
 

@@ -154,7 +154,7 @@ def route_table(app: FastAPI) -> list[RouteInfo]:
             RouteInfo(
                 path=ctx.path,
                 methods=frozenset(getattr(ctx, "methods", None) or ()),
-                access=tuple(_access_of(dependant)) if dependant is not None else (),
+                access=tuple(dict.fromkeys(_access_of(dependant))) if dependant else (),
                 is_api=dependant is not None,
             )
         )

@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Response, status
 
 from deployserver import auth, orm
-from deployserver.api.deps import SessionDep, StateDep, require_scope
+from deployserver.api.deps import AdminAccess, SessionDep, StateDep, require_scope
 from deployserver.schemas import TokenCreate, TokenCreated, TokenList, TokenRead
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], dependencies=[require_scope("admin")])
@@ -26,13 +26,18 @@ def to_read(row: orm.ApiToken) -> TokenRead:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
-def create_token(body: TokenCreate, state: StateDep) -> TokenCreated:
+def create_token(body: TokenCreate, state: StateDep, caller: AdminAccess) -> TokenCreated:
     """A new token; its plaintext is in this answer only (the server keeps a hash)."""
     now = state.clock()
     expires_at = None if body.expires_in is None else now + timedelta(seconds=body.expires_in)
     with state.sessions.begin() as session:
         row, plaintext = auth.issue_token(
-            session, name=body.name, scopes=body.scopes, now=now, expires_at=expires_at
+            session,
+            name=body.name,
+            scopes=body.scopes,
+            now=now,
+            expires_at=expires_at,
+            actor=caller.name,
         )
         return TokenCreated(**to_read(row).model_dump(), token=plaintext)
 
@@ -44,8 +49,8 @@ def list_tokens(session: SessionDep) -> TokenList:
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(token_id: str, state: StateDep) -> Response:
+def revoke_token(token_id: str, state: StateDep, caller: AdminAccess) -> Response:
     """Revoke a token: the next request that carries it is refused."""
     with state.sessions.begin() as session:
-        auth.revoke_token(session, token_id, now=state.clock())
+        auth.revoke_token(session, token_id, now=state.clock(), actor=caller.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from deployserver import orm, users
-from deployserver.api.deps import SessionDep, StateDep, require_scope
+from deployserver.api.deps import AdminAccess, SessionDep, StateDep, require_scope
 from deployserver.schemas import UserCreate, UserList, UserRead
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"], dependencies=[require_scope("admin")])
@@ -16,10 +16,15 @@ def to_read(user: orm.User) -> UserRead:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UserRead)
-def create_user(body: UserCreate, state: StateDep) -> UserRead:
+def create_user(body: UserCreate, state: StateDep, caller: AdminAccess) -> UserRead:
     with state.sessions.begin() as session:
         user = users.create_user(
-            session, name=body.name, password=body.password, scopes=body.scopes, now=state.clock()
+            session,
+            name=body.name,
+            password=body.password,
+            scopes=body.scopes,
+            now=state.clock(),
+            actor=caller.name,
         )
         return to_read(user)
 
@@ -30,8 +35,8 @@ def list_users(session: SessionDep) -> UserList:
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(name: str, state: StateDep) -> Response:
+def delete_user(name: str, state: StateDep, caller: AdminAccess) -> Response:
     """Remove a user and every token their logins were given."""
     with state.sessions.begin() as session:
-        users.delete_user(session, name)
+        users.delete_user(session, name, actor=caller.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

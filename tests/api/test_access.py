@@ -100,8 +100,9 @@ def test_refused_upload_streams_nothing_to_disk(
 
 
 def test_token_api_shows_the_secret_once_and_revocation_holds(
-    api: httpx.Client, anon: httpx.Client
+    api: httpx.Client, anon: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="deployserver")
     created = _mint(api, "ci", "read", "deploy")
     assert created["token"].startswith(f"dst_{created['id']}_")
     assert created["scopes"] == ["deploy", "read"] and created["expires_at"] is None
@@ -119,6 +120,9 @@ def test_token_api_shows_the_secret_once_and_revocation_holds(
     )
     (row,) = [t for t in api.get("/api/v1/tokens").json()["items"] if t["id"] == created["id"]]
     assert row["revoked_at"] is not None
+    assert f"token {created['id']} (ci: deploy read) created by admin" in caplog.text
+    assert f"token {created['id']} (ci) revoked by admin" in caplog.text
+    assert created["token"] not in caplog.text
     _assert_error(api.delete("/api/v1/tokens/nope"), 404, "token_not_found")
     bad = api.post("/api/v1/tokens", json={"name": "x", "scopes": ["root"]})
     _assert_error(bad, 422, "validation_error")
