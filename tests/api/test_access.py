@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from deployserver import auth
-from deployserver.api.deps import ScopeGuard, public, route_table
+from deployserver.api.deps import Guard, MetricsGuard, RouteInfo, public, route_table
 from deployserver.config import Settings
 from deployserver.main import create_app
 from tests.helpers import (
@@ -44,10 +44,18 @@ def _assert_error(resp: httpx.Response, status: int, code: str, words: str = "")
         assert resp.headers["www-authenticate"] == "Bearer"
 
 
-def test_every_route_needs_its_scope(app: FastAPI, api: httpx.Client, anon: httpx.Client) -> None:
+def _is_open(route: RouteInfo, settings: Settings) -> bool:
+    metrics = settings.metrics_public and any(isinstance(g, MetricsGuard) for g in route.access)
+    return not route.is_api or public in route.access or metrics
+
+
+def test_every_route_needs_its_scope(
+    app: FastAPI, api: httpx.Client, anon: httpx.Client, settings: Settings
+) -> None:
     table = route_table(app)
-    opened = {r.path for r in table if not r.is_api or public in r.access}
-    assert opened == OPEN | {LOGIN}, "the open routes are exactly the listed ones"
+    opened = {r.path for r in table if _is_open(r, settings)}
+    metrics = {"/metrics"} if any(r.path == "/metrics" for r in table) else set()
+    assert opened == OPEN | {LOGIN} | metrics, "the open routes are exactly the listed ones"
     for path in OPEN:
         assert anon.get(path).status_code == 200, path
     lacking = {
@@ -59,7 +67,7 @@ def test_every_route_needs_its_scope(app: FastAPI, api: httpx.Client, anon: http
         if route.path in opened:
             continue
         (guard,) = route.access
-        assert isinstance(guard, ScopeGuard)
+        assert isinstance(guard, Guard)
         url = re.sub(r"\{[^}]+\}", "x", route.path)
         for method in route.methods:
             _assert_error(anon.request(method, url), 401, "not_authenticated", "Bearer")
