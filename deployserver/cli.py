@@ -1,4 +1,4 @@
-"""The ``deployserver`` command line: serve, db upgrade/downgrade."""
+"""The ``deployserver`` command line: serve, db upgrade/downgrade, token and user."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
+from deployserver import cli_auth
 from deployserver.config import Settings
+from deployserver.errors import DeployServerError
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
@@ -69,13 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("revision", nargs="?")
         _add_server_options(p)
         p.set_defaults(func=_db)
+    cli_auth.add_commands(sub, _add_server_options, _settings_from)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except DeployServerError as exc:
+        print(f"deployserver: {exc.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

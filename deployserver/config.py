@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """The server's configuration; each field also reads ``DEPLOYSERVER_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="DEPLOYSERVER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DEPLOYSERVER_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     """Address the HTTP server binds to."""
@@ -64,6 +66,25 @@ class Settings(BaseSettings):
     """First wait before restarting a crashed cell; doubles each time."""
     restart_backoff_max: float = Field(default=60.0, gt=0)
     """Longest wait before restarting a crashed cell."""
+    admin_token: SecretStr | None = None
+    """An admin bearer token chosen by the operator (32+ characters, not starting ``dst_``);
+    when unset, the server mints one on first start into ``<data_dir>/admin-token``."""
+    login_token_seconds: int = Field(default=3600, ge=60)
+    """Lifetime of the tokens the password login (``POST /api/v1/auth/token``) hands out."""
+    metrics_public: bool = True
+    """Whether ``/metrics`` answers without a token (else it needs the ``read`` scope)."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        secret = value.get_secret_value()
+        if len(secret) < 32:
+            raise ValueError("must be at least 32 characters (try: openssl rand -hex 32)")
+        if secret.startswith("dst_"):
+            raise ValueError("must not start with 'dst_', the prefix of tokens the server mints")
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -94,6 +94,30 @@ class PermissionDenied(DeployServerError):
     code = "permission_denied"
 
 
+class TokenNotFound(DeployServerError):
+    status_code = 404
+    code = "token_not_found"
+
+
+class UserNotFound(DeployServerError):
+    status_code = 404
+    code = "user_not_found"
+
+
+class InvalidGrant(DeployServerError):
+    """The password login failed: unknown user or wrong password (never says which)."""
+
+    status_code = 400
+    code = "invalid_grant"
+
+
+class InvalidScope(DeployServerError):
+    """A login asked for a scope the user does not hold, or for an unknown one."""
+
+    status_code = 400
+    code = "invalid_scope"
+
+
 class NoReadyCell(DeployServerError):
     status_code = 503
     code = "no_ready_cell"

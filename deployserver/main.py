@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import httpx
 from fastapi import FastAPI
 
-from deployserver import db
-from deployserver.api import deployments, health, models
+from deployserver import auth, db, orm
+from deployserver.api import auth as auth_api
+from deployserver.api import deployments, health, models, tokens, users
+from deployserver.api.deps import check_guarded
 from deployserver.config import Settings
 from deployserver.handlers import install_error_handlers
 from deployserver.reconciler import Reconciler
@@ -22,10 +25,16 @@ from deployserver.state import AppState
 log = logging.getLogger("deployserver")
 
 
-def create_app(settings: Settings | None = None, *, runtime: CellRuntime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: CellRuntime | None = None,
+    clock: Callable[[], datetime] = orm.utcnow,
+) -> FastAPI:
     """Build the server for ``settings`` (read from the environment when omitted).
 
-    ``runtime`` replaces the one the settings name (tests pass a fake one)."""
+    ``runtime`` replaces the one the settings name and ``clock`` tells the time for
+    token expiry: tests pass their own of both."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -36,6 +45,8 @@ def create_app(settings: Settings | None = None, *, runtime: CellRuntime | None 
         db.upgrade(url)
         engine = db.make_engine(url)
         sessions = db.make_sessionmaker(engine)
+        with sessions.begin() as session:
+            auth.ensure_admin_token(session, settings=settings, now=clock())
         cell_runtime = runtime or build_runtime(settings, instance_id(settings.data_dir))
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
         reconciler = Reconciler(
@@ -48,6 +59,7 @@ def create_app(settings: Settings | None = None, *, runtime: CellRuntime | None 
             runtime=cell_runtime,
             reconciler=reconciler,
             http=http,
+            clock=clock,
         )
         log.info("database %s, data folder %s", engine.url.render_as_string(), settings.data_dir)
         loop_task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
@@ -65,4 +77,8 @@ def create_app(settings: Settings | None = None, *, runtime: CellRuntime | None 
     app.include_router(health.router)
     app.include_router(deployments.router)
     app.include_router(models.router)
+    app.include_router(tokens.router)
+    app.include_router(users.router)
+    app.include_router(auth_api.router)
+    check_guarded(app)
     return app

@@ -149,3 +149,13 @@ def to_read(d: orm.Deployment) -> DeploymentRead:
         entrypoint=d.entrypoint,
         metadata=d.meta,
     )
+
+
+def model_is_public(session: Session, name: str) -> bool:
+    """Whether ``name``'s active deployment was uploaded with ``"public": true``."""
+    meta = session.scalar(
+        select(orm.Deployment.meta)
+        .join(orm.Model, orm.Model.id == orm.Deployment.model_id)
+        .where(orm.Model.name == name, orm.Deployment.deploy_id == orm.Model.active_deploy_id)
+    )
+    return bool(meta and meta.get("public") is True)

@@ -55,6 +55,8 @@ class DeploymentMetadata(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     input_spec: list[FieldSpec] | None = None
     output_spec: list[FieldSpec] | None = None
+    public: bool = False
+    """Serve predictions without a token (``/serve/{model}/...`` and async predictions)."""
 
     @field_validator("entrypoint")
     @classmethod
@@ -158,3 +160,59 @@ class Rollback(BaseModel):
         if (self.version is None) == (self.deploy_id is None):
             raise ValueError("give exactly one of 'version' or 'deploy_id'")
         return self
+
+
+Scope = Literal["read", "deploy", "predict", "admin"]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$"
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME)
+    scopes: list[Scope] = Field(min_length=1)
+    expires_in: int | None = Field(default=None, ge=1, description="seconds; none = never")
+
+
+class TokenRead(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    user: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenRead):
+    token: str = Field(description="the bearer token; shown this once, never again")
+
+
+class TokenList(BaseModel):
+    items: list[TokenRead]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME)
+    password: str = Field(min_length=8, max_length=1024)
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class UserRead(BaseModel):
+    name: str
+    scopes: list[str]
+    created_at: datetime
+
+
+class UserList(BaseModel):
+    items: list[UserRead]
+
+
+class AccessToken(BaseModel):
+    """The OAuth2 token answer of the password login."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth2 type word)
+    expires_in: int

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from deployserver.config import Settings
+from deployserver.orm import utcnow
 from deployserver.reconciler import Reconciler
 from deployserver.runtime.base import CellRuntime
 
@@ -21,3 +24,5 @@ class AppState:
     runtime: CellRuntime
     reconciler: Reconciler
     http: httpx.AsyncClient
+    clock: Callable[[], datetime] = field(default=utcnow)
+    """Now, in UTC; tests pass their own to move time without sleeping."""

@@ -1,7 +1,8 @@
 """Shared fixtures: settings on a temporary data folder, SQLite or a fresh PostgreSQL
-database (DEPLOYSERVER_TEST_DATABASE_URL), the app served on a loopback port, and a
-Docker client for tests marked ``docker``: without a reachable engine they skip, except
-when DEPLOYSERVER_REQUIRE_DOCKER=1 (CI), where they fail."""
+database (DEPLOYSERVER_TEST_DATABASE_URL), the app served on a loopback port, clients
+with the admin token (``api``) or none (``anon``), and a Docker client for tests marked
+``docker``: without a reachable engine they skip, except when
+DEPLOYSERVER_REQUIRE_DOCKER=1 (CI), where they fail."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from sqlalchemy.engine import make_url
 from deployserver.config import Settings
 from deployserver.main import create_app
 from tests.fakes import FakeRuntime
-from tests.helpers import serve
+from tests.helpers import ADMIN_TOKEN, bearer, serve
 
 PG_ADMIN_URL = os.environ.get("DEPLOYSERVER_TEST_DATABASE_URL")
 
@@ -55,6 +56,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         health_deadline=5,
         reconcile_interval=0.1,
         restart_backoff=0.01,
+        admin_token=ADMIN_TOKEN,
     )
 
 
@@ -81,6 +83,14 @@ def base_url(app: FastAPI) -> Iterator[str]:
 
 @pytest.fixture
 def api(base_url: str) -> Iterator[httpx.Client]:
+    """A client carrying the admin token."""
+    with httpx.Client(base_url=base_url, timeout=60, headers=bearer(ADMIN_TOKEN)) as client:
+        yield client
+
+
+@pytest.fixture
+def anon(base_url: str) -> Iterator[httpx.Client]:
+    """A client with no token at all."""
     with httpx.Client(base_url=base_url, timeout=60) as client:
         yield client
 

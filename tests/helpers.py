@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import tarfile
 import threading
 import zipfile
@@ -15,8 +16,16 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from deployserver import records
+from deployserver import auth, records
 from deployserver.state import AppState
+
+ADMIN_TOKEN = f"test-admin-{secrets.token_hex(32)}"
+"""The admin token the test servers are configured with (DEPLOYSERVER_ADMIN_TOKEN)."""
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
 
 SCORE_PY = b"""class Model:
     def __init__(self, model_dir, **parameters):
@@ -111,8 +120,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def server_process(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, Any]]:
-    """``deployserver serve`` as a real subprocess on a free port; yields (url, Popen)."""
+def server_process(
+    data_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Any, str]]:
+    """``deployserver serve`` as a real subprocess on a free port; yields (url, Popen,
+    admin token): DEPLOYSERVER_ADMIN_TOKEN when ``env`` sets it, else the token the
+    server minted into ``<data_dir>/admin-token`` on its first start."""
     import os
     import subprocess
     import sys
@@ -120,6 +133,7 @@ def server_process(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
 
     import httpx
 
+    env = {k: v for k, v in os.environ.items() if k != "DEPLOYSERVER_ADMIN_TOKEN"} | (env or {})
     port = free_port()
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -135,7 +149,7 @@ def server_process(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
             "--log-level",
             "warning",
         ],
-        env={**os.environ, **(env or {})},
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -151,7 +165,9 @@ def server_process(data_dir: Path, env: dict[str, str] | None = None) -> Iterato
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {(data_dir.parent / log.name).name}")
             time.sleep(0.1)
-        yield url, proc
+        token = auth.local_admin_token(data_dir, env)
+        assert token is not None, "the server made no admin token"
+        yield url, proc, token
     finally:
         proc.terminate()
         proc.wait(30)

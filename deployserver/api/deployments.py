@@ -12,14 +12,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
 from deployserver import cells, lifecycle, orm, records
-from deployserver.api.deps import SessionDep, StateDep
+from deployserver.api.deps import DeployAccess, SessionDep, StateDep, require_scope
 from deployserver.errors import DeploymentNotFound, UploadTooLarge
 from deployserver.schemas import DeploymentList, DeploymentRead, EventRead, Status
 from deployserver.state import AppState
 from deployserver.uploads import receive_upload
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
-log = logging.getLogger("deployserver.api")
+log = logging.getLogger("deployserver.deployments")
 DELETE_WAIT_SECONDS = 60.0
 
 
@@ -49,7 +49,11 @@ DELETE_WAIT_SECONDS = 60.0
     },
 )
 async def upload_deployment(
-    request: Request, response: Response, state: StateDep, start: bool = True
+    request: Request,
+    response: Response,
+    state: StateDep,
+    caller: DeployAccess,
+    start: bool = True,
 ) -> DeploymentRead:
     """Receive a model's files plus metadata in one multipart request (streamed to disk)."""
     settings = state.settings
@@ -62,13 +66,14 @@ async def upload_deployment(
         content_type=request.headers.get("content-type"),
         body=request.stream(),
         start=start,
+        actor=caller.name,
     )
     state.reconciler.wake()
     response.headers["Location"] = f"/api/v1/deployments/{read.deploy_id}"
     return read
 
 
-@router.get("", response_model=DeploymentList)
+@router.get("", response_model=DeploymentList, dependencies=[require_scope("read")])
 def list_deployments(
     session: SessionDep,
     model: str | None = None,
@@ -86,23 +91,28 @@ def list_deployments(
     return DeploymentList(items=[records.to_read(d) for d in page], next_cursor=next_cursor)
 
 
-@router.get("/{deploy_id}", response_model=DeploymentRead)
+@router.get("/{deploy_id}", response_model=DeploymentRead, dependencies=[require_scope("read")])
 def get_deployment(deploy_id: str, session: SessionDep) -> DeploymentRead:
     return records.to_read(records.get_deployment(session, deploy_id))
 
 
-@router.get("/{deploy_id}/events", response_model=list[EventRead])
+@router.get(
+    "/{deploy_id}/events", response_model=list[EventRead], dependencies=[require_scope("read")]
+)
 def deployment_events(deploy_id: str, session: SessionDep) -> list[EventRead]:
     return records.list_events(session, records.get_deployment(session, deploy_id))
 
 
 def _request(
-    state: AppState, deploy_id: str, change: Callable[[Session, orm.Deployment, str | None], None]
+    state: AppState,
+    deploy_id: str,
+    change: Callable[[Session, orm.Deployment, str | None], None],
+    actor: str,
 ) -> DeploymentRead:
-    """Record what is wanted, wake the reconciler, answer the record at once."""
+    """Record what is wanted (and who wants it), wake the reconciler, answer at once."""
     with state.sessions.begin() as session:
         deployment = records.get_deployment(session, deploy_id)
-        change(session, deployment, None)
+        change(session, deployment, actor)
         session.flush()
         read = records.to_read(deployment)
     state.reconciler.wake()
@@ -110,22 +120,24 @@ def _request(
 
 
 @router.post("/{deploy_id}/start", status_code=status.HTTP_202_ACCEPTED)
-def start_deployment(deploy_id: str, state: StateDep) -> DeploymentRead:
+def start_deployment(deploy_id: str, state: StateDep, caller: DeployAccess) -> DeploymentRead:
     """Ask for the deployment's cell to run (again); a failed one gets a fresh try."""
-    return _request(state, deploy_id, lifecycle.request_start)
+    return _request(state, deploy_id, lifecycle.request_start, caller.name)
 
 
 @router.post("/{deploy_id}/stop", status_code=status.HTTP_202_ACCEPTED)
-def stop_deployment(deploy_id: str, state: StateDep) -> DeploymentRead:
-    return _request(state, deploy_id, lifecycle.request_stop)
+def stop_deployment(deploy_id: str, state: StateDep, caller: DeployAccess) -> DeploymentRead:
+    return _request(state, deploy_id, lifecycle.request_stop, caller.name)
 
 
 @router.post("/{deploy_id}/restart", status_code=status.HTTP_202_ACCEPTED)
-def restart_deployment(deploy_id: str, state: StateDep) -> DeploymentRead:
-    return _request(state, deploy_id, lifecycle.request_restart)
+def restart_deployment(deploy_id: str, state: StateDep, caller: DeployAccess) -> DeploymentRead:
+    return _request(state, deploy_id, lifecycle.request_restart, caller.name)
 
 
-@router.get("/{deploy_id}/logs", response_class=PlainTextResponse)
+@router.get(
+    "/{deploy_id}/logs", response_class=PlainTextResponse, dependencies=[require_scope("read")]
+)
 def deployment_logs(
     deploy_id: str, state: StateDep, tail: Annotated[int, Query(ge=1, le=100_000)] = 200
 ) -> PlainTextResponse:
@@ -150,9 +162,18 @@ def deployment_logs(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={202: {"description": "still stopping; the record says how far it got"}},
 )
-async def delete_deployment(deploy_id: str, state: StateDep) -> Response:
-    """Stop the cell and remove the folder and record; 204 once gone."""
-    await anyio.to_thread.run_sync(lambda: _request(state, deploy_id, lifecycle.request_delete))
+async def delete_deployment(deploy_id: str, state: StateDep, caller: DeployAccess) -> Response:
+    """Stop the cell and remove the folder and record (events too: the log keeps who)."""
+    read = await anyio.to_thread.run_sync(
+        lambda: _request(state, deploy_id, lifecycle.request_delete, caller.name)
+    )
+    log.info(
+        "deployment %s (version %d of %s) deleted by %s",
+        deploy_id,
+        read.version,
+        read.model,
+        caller.name,
+    )
 
     def gone() -> bool:
         with state.sessions() as session:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter(tags=["health"])
+from deployserver.api.deps import PUBLIC
+
+router = APIRouter(tags=["health"], dependencies=[PUBLIC])
 
 
 @router.get("/health")

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from deployserver import lifecycle, orm, records
-from deployserver.api.deps import SessionDep, StateDep
+from deployserver.api.deps import DeployAccess, SessionDep, StateDep, require_scope
 from deployserver.errors import DeploymentNotFound
 from deployserver.schemas import DeploymentRead, ModelList, ModelRead, Rollback, VersionRead
 
@@ -33,18 +33,18 @@ def _read(session: Session, model: orm.Model) -> ModelRead:
     )
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, dependencies=[require_scope("read")])
 def list_models(session: SessionDep) -> ModelList:
     return ModelList(items=[_read(session, m) for m in records.list_models(session)])
 
 
-@router.get("/{model}", response_model=ModelRead)
+@router.get("/{model}", response_model=ModelRead, dependencies=[require_scope("read")])
 def get_model(model: str, session: SessionDep) -> ModelRead:
     return _read(session, records.get_model(session, model))
 
 
 @router.post("/{model}/rollback", status_code=status.HTTP_202_ACCEPTED)
-def rollback(model: str, body: Rollback, state: StateDep) -> DeploymentRead:
+def rollback(model: str, body: Rollback, state: StateDep, caller: DeployAccess) -> DeploymentRead:
     """Make an earlier deployment active again: it rises, then takes over, as an upload."""
     with state.sessions.begin() as session:
         found = records.get_model(session, model)
@@ -57,7 +57,7 @@ def rollback(model: str, body: Rollback, state: StateDep) -> DeploymentRead:
         if target is None or target.desired_state == "deleted":
             which = body.deploy_id or f"version {body.version}"
             raise DeploymentNotFound(f"model {model!r} has no deployment {which}")
-        lifecycle.request_rollback(session, target, None)
+        lifecycle.request_rollback(session, target, caller.name)
         session.flush()
         read = records.to_read(target)
     state.reconciler.wake()

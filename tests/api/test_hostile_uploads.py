@@ -20,7 +20,9 @@ from deployserver.config import Settings
 from deployserver.main import create_app
 from tests.fakes import FakeRuntime
 from tests.helpers import (
+    ADMIN_TOKEN,
     SCORE_PY,
+    bearer,
     db_snapshot,
     make_tar,
     make_zip,
@@ -328,9 +330,12 @@ CASES: list[tuple[str, Callable[[], dict[str, Any]], int, str, str]] = [
 
 @contextmanager
 def _server(tmp_path: Path, database_url: str, **limits: Any) -> Iterator[tuple[httpx.Client, Any]]:
-    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, **limits)
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=database_url, admin_token=ADMIN_TOKEN, **limits
+    )
     app = create_app(settings, runtime=FakeRuntime())
-    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    headers = bearer(ADMIN_TOKEN)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, headers=headers) as client:
         yield client, app
 
 

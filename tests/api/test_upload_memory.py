@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import package_files, peak_rss_bytes, server_process, streamed_upload
+from tests.helpers import bearer, package_files, peak_rss_bytes, server_process, streamed_upload
 
 SIZE = 256 * 1024 * 1024
 
@@ -18,12 +18,13 @@ def test_large_upload_keeps_server_memory_flat(tmp_path: Path, database_url: str
     data_dir = tmp_path / "data"
     env = {"DEPLOYSERVER_DATABASE_URL": database_url, "DEPLOYSERVER_RUNTIME": "process"}
     with (
-        server_process(data_dir, env) as (url, proc),
-        httpx.Client(base_url=url, timeout=300) as client,
+        server_process(data_dir, env) as (url, proc, token),
+        httpx.Client(base_url=url, timeout=300, headers=bearer(token)) as client,
     ):
         # warm up every code path first, then measure the big upload
         warm = client.post(
             "/api/v1/deployments",
+            params={"start": "false"},  # no cells: only the server's memory is measured
             files=[
                 ("metadata", (None, b'{"model": "warm"}')),
                 *[("files", (n, d)) for n, d in package_files().items()],
@@ -32,7 +33,9 @@ def test_large_upload_keeps_server_memory_flat(tmp_path: Path, database_url: str
         assert warm.status_code == 202, warm.text
         before = peak_rss_bytes(proc.pid)
         ctype, body = streamed_upload({"model": "big"}, package_files(), "weights/big.bin", SIZE)
-        resp = client.post("/api/v1/deployments", content=body, headers={"content-type": ctype})
+        resp = client.post(
+            "/api/v1/deployments?start=false", content=body, headers={"content-type": ctype}
+        )
         after = peak_rss_bytes(proc.pid)
     assert resp.status_code == 202, resp.text
     big = next(f for f in resp.json()["files"] if f["path"] == "weights/big.bin")

@@ -17,7 +17,7 @@ from deployserver.main import create_app
 from deployserver.runtime.base import CellRuntime
 from deployserver.runtime.select import instance_id
 from tests.fakes import FakeRuntime
-from tests.helpers import serve
+from tests.helpers import ADMIN_TOKEN, bearer, serve
 
 
 @dataclass
@@ -86,7 +86,10 @@ def rig(
 ) -> Iterator[Rig]:
     runtime = _runtime(runtime_kind, lifecycle_settings, fake_runtime)
     app = create_app(lifecycle_settings, runtime=runtime)
-    with serve(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+    with (
+        serve(app) as url,
+        httpx.Client(base_url=url, timeout=120, headers=bearer(ADMIN_TOKEN)) as api,
+    ):
         rig = Rig(
             runtime_kind, lifecycle_settings, runtime, app, api, _killer(runtime_kind, runtime)
         )

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deployserver.runtime.select import instance_id
-from tests.helpers import eventually, multipart, server_process, wait_for_status
+from tests.helpers import bearer, eventually, multipart, server_process, wait_for_status
 from tests.lifecycle.packages import package
 
 
@@ -90,8 +90,8 @@ def test_server_killed_mid_deploy_converges(
     data_dir = tmp_path / "data"
     env = {"DEPLOYSERVER_DATABASE_URL": database_url, "DEPLOYSERVER_RUNTIME": kind}
     metadata, files = package("slowish", "phoenix", parameters={"delay": 4})
-    with server_process(data_dir, env) as (url, proc):
-        api = httpx.Client(base_url=url, timeout=60)
+    with server_process(data_dir, env) as (url, proc, token):
+        api = httpx.Client(base_url=url, timeout=60, headers=bearer(token))
         ready_one = api.post(
             "/api/v1/deployments", files=multipart(*package("good", "steady"))
         ).json()
@@ -108,7 +108,10 @@ def test_server_killed_mid_deploy_converges(
     assert loading_cell in before  # cells outlive the server
     orphan = _orphan(kind, data_dir)
 
-    with server_process(data_dir, env) as (url, _proc), httpx.Client(base_url=url) as api:
+    with (
+        server_process(data_dir, env) as (url, _proc, token),
+        httpx.Client(base_url=url, headers=bearer(token)) as api,
+    ):
         adopted = wait_for_status(api, up["deploy_id"], "ready")
         assert adopted["cell"]["id"] == loading_cell, "the loading cell is adopted, not replaced"
         steady = api.get(f"/api/v1/deployments/{ready_one['deploy_id']}").json()
