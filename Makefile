@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: serve test setup lint bench clean
+.PHONY: serve test setup images lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,19 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-serve: setup
+# The cell images, built offline (base by debootstrap, cell from a wheelhouse); only
+# where a Docker Engine answers: elsewhere use `--runtime process`.
+images: setup
+	@if docker info >/dev/null 2>&1; then \
+		scripts/build-base-image.sh && PYTHON=$(PY) scripts/build-cell-image.sh >/dev/null; \
+	else \
+		echo "no Docker Engine: skipping the cell images (cells can run with --runtime process)"; \
+	fi
+
+serve: images
 	$(VENV)/bin/deployserver serve
 
-test: setup
+test: images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
