@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 
 import docker
@@ -33,6 +34,7 @@ from deployserver.runtime.base import (
 )
 
 log = logging.getLogger("deployserver.runtime.docker")
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
 NAME = "docker"
 MODEL_MOUNT = "/mnt/models"
 
@@ -162,10 +164,25 @@ class DockerRuntime:
         return self._info(container) if self._mine(container) else None
 
     def list_cells(self) -> list[CellInfo]:
-        found = self.client.containers.list(
+        """One list call (no per-container fetch, so no race with a removal under way)."""
+        rows = self.client.api.containers(
             all=True, filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={self.instance}"]}
         )
-        return [self._info(c) for c in found]
+        found = []
+        for row in rows:
+            url = None
+            for port in row.get("Ports") or []:
+                if port.get("PrivatePort") == self.settings.cell_port and port.get("PublicPort"):
+                    url = f"http://127.0.0.1:{port['PublicPort']}"
+                    break
+            running = row.get("State") == "running"
+            exit_code = None
+            match = _EXITED.match(row.get("Status") or "")
+            if not running and match:
+                exit_code = int(match.group(1))
+            deploy_id = (row.get("Labels") or {}).get(LABEL_DEPLOY_ID, "")
+            found.append(CellInfo(NAME, row["Id"], deploy_id, url, running, exit_code))
+        return found
 
     def stop(self, cell_id: str, timeout: float = 10.0) -> None:
         try:
@@ -179,6 +196,9 @@ class DockerRuntime:
             container.remove(force=True)
         except NotFound:
             pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: its removal is already under way
+                raise
 
     def logs(self, cell_id: str, tail: int = 100) -> str:
         try:
