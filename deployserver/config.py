@@ -86,6 +86,27 @@ class Settings(BaseSettings):
             raise ValueError("must not start with 'dst_', the prefix of tokens the server mints")
         return value
 
+    proxy_timeout: float = Field(default=300.0, gt=0)
+    """Seconds /serve waits for a cell's answer (504 after)."""
+    async_concurrency_per_model: int = Field(default=4, ge=1)
+    """Asynchronous predictions one model's cell works on at once."""
+    async_poll_interval: float = Field(default=0.5, gt=0)
+    """Seconds between looks at the queue when nothing wakes the worker."""
+    async_timeout: float = Field(default=300.0, gt=0)
+    """Seconds a cell has to answer one asynchronous prediction."""
+    async_max_attempts: int = Field(default=20, ge=1)
+    """Tries to reach a cell (none ready, cell down) before a prediction fails."""
+    async_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    """Finished asynchronous predictions are purged after this long."""
+    max_prediction_bytes: int = Field(default=16 * 1024**2, ge=1)
+    """Largest body of one asynchronous prediction (kept in the database)."""
+    webhook_secret: SecretStr | None = None
+    """HMAC key of webhook signatures; unset: one is kept in ``<data_dir>/webhook-secret``."""
+    webhook_attempts: int = Field(default=5, ge=1)
+    """Tries to deliver a webhook."""
+    webhook_backoff: float = Field(default=0.5, gt=0)
+    """First wait between webhook tries; doubles up to 30 s."""
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL in force: the configured one or the embedded SQLite file."""

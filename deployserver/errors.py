@@ -121,3 +121,8 @@ class InvalidScope(DeployServerError):
 class NoReadyCell(DeployServerError):
     status_code = 503
     code = "no_ready_cell"
+
+
+class PredictionNotFound(DeployServerError):
+    status_code = 404
+    code = "prediction_not_found"

@@ -13,14 +13,20 @@ from fastapi import FastAPI
 
 from deployserver import auth, db, orm
 from deployserver.api import auth as auth_api
-from deployserver.api import deployments, health, models, tokens, users
+from deployserver.api import deployments, health, models, predictions, tokens, users
+from deployserver.api import metrics as metrics_api
 from deployserver.api.deps import check_guarded
 from deployserver.config import Settings
 from deployserver.handlers import install_error_handlers
+from deployserver.metrics import ServerMetrics
+from deployserver.predictions import PredictionWorker
+from deployserver.proxy import ServeProxy
 from deployserver.reconciler import Reconciler
+from deployserver.routes import RouteTable
 from deployserver.runtime.base import CellRuntime
 from deployserver.runtime.select import build_runtime, instance_id
 from deployserver.state import AppState
+from deployserver.token_cache import TokenCache
 
 log = logging.getLogger("deployserver")
 
@@ -49,8 +55,20 @@ def create_app(
             auth.ensure_admin_token(session, settings=settings, now=clock())
         cell_runtime = runtime or build_runtime(settings, instance_id(settings.data_dir))
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
+        routes = RouteTable(sessions)
+        proxy_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.proxy_timeout, connect=2.0),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=256),
+        )
         reconciler = Reconciler(
-            settings=settings, sessions=sessions, runtime=cell_runtime, http=http
+            settings=settings,
+            sessions=sessions,
+            runtime=cell_runtime,
+            http=http,
+            on_change=routes.invalidate,
+        )
+        worker = PredictionWorker(
+            settings=settings, sessions=sessions, routes=routes, client=proxy_client
         )
         app.state.ds = AppState(
             settings=settings,
@@ -59,17 +77,28 @@ def create_app(
             runtime=cell_runtime,
             reconciler=reconciler,
             http=http,
+            routes=routes,
+            proxy_client=proxy_client,
+            worker=worker,
+            metrics=ServerMetrics(),
+            token_cache=TokenCache(),
             clock=clock,
         )
         log.info("database %s, data folder %s", engine.url.render_as_string(), settings.data_dir)
-        loop_task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
+        services = [
+            asyncio.create_task(reconciler.run_forever(), name="reconciler"),
+            asyncio.create_task(worker.run_forever(), name="predictions"),
+        ]
         try:
             yield
         finally:
-            loop_task.cancel()
-            await asyncio.gather(loop_task, return_exceptions=True)
+            for task in services:
+                task.cancel()
+            await asyncio.gather(*services, return_exceptions=True)
             await reconciler.close()
+            await worker.close()
             await http.aclose()
+            await proxy_client.aclose()
             engine.dispose()
 
     app = FastAPI(title="deployserver", version="0.1.0", lifespan=lifespan)
@@ -77,8 +106,13 @@ def create_app(
     app.include_router(health.router)
     app.include_router(deployments.router)
     app.include_router(models.router)
+    app.include_router(predictions.router)
+    app.include_router(metrics_api.router)
     app.include_router(tokens.router)
     app.include_router(users.router)
     app.include_router(auth_api.router)
     check_guarded(app)
+    # /serve/{model}/... is the data path: a plain ASGI layer in front of the routes
+    # (its own token check: the 'predict' scope, or none for a public model).
+    app.add_middleware(ServeProxy)
     return app

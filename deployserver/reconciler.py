@@ -76,6 +76,7 @@ class Reconciler:
         http: httpx.AsyncClient,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_change: Callable[[str], None] = lambda _model: None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -83,6 +84,7 @@ class Reconciler:
         self.http = http
         self.clock = clock
         self.sleep = sleep
+        self.on_change = on_change
         self.policy = HealthPolicy(
             first_delay=settings.health_first_delay,
             max_delay=settings.health_max_delay,
@@ -213,10 +215,14 @@ class Reconciler:
         return wanted, known
 
     def _change(self, deploy_id: str, fn: Callable[[Session, orm.Deployment], None]) -> None:
+        model = None
         with self.sessions.begin() as session:
             d = session.scalar(select(orm.Deployment).where(orm.Deployment.deploy_id == deploy_id))
             if d is not None:
+                model = d.model.name
                 fn(session, d)
+        if model is not None:
+            self.on_change(model)  # /serve reloads this model's route on its next request
 
     def _transition(self, deploy_id: str, status: str, message: str, **kw: Any) -> None:
         self._change(deploy_id, lambda s, d: lifecycle.set_status(s, d, status, message, **kw))
@@ -379,6 +385,7 @@ class Reconciler:
             if trash is not None:
                 storage.discard(trash)
             cells.saved_log_path(s, w.deploy_id).unlink(missing_ok=True)
+            self.on_change(w.model)
             log.info("deleted deployment %s (%s v%d)", w.deploy_id, w.model, w.version)
 
         await anyio.to_thread.run_sync(forget)

@@ -11,9 +11,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from deployserver.config import Settings
+from deployserver.metrics import ServerMetrics
 from deployserver.orm import utcnow
+from deployserver.predictions import PredictionWorker
 from deployserver.reconciler import Reconciler
+from deployserver.routes import RouteTable
 from deployserver.runtime.base import CellRuntime
+from deployserver.token_cache import TokenCache
 
 
 @dataclass
@@ -24,5 +28,11 @@ class AppState:
     runtime: CellRuntime
     reconciler: Reconciler
     http: httpx.AsyncClient
+    routes: RouteTable
+    proxy_client: httpx.AsyncClient
+    """Pooled connections to the cells, for /serve and asynchronous predictions."""
+    worker: PredictionWorker
+    metrics: ServerMetrics
+    token_cache: TokenCache
     clock: Callable[[], datetime] = field(default=utcnow)
     """Now, in UTC; tests pass their own to move time without sleeping."""

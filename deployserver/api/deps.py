@@ -21,9 +21,10 @@ try:  # FastAPI >= 0.16x keeps included routers lazy; this walks through them
 except ImportError:  # pragma: no cover - older FastAPI lists every route in app.routes
     iter_route_contexts = None  # type: ignore[assignment]
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from deployserver import auth, records
+from deployserver import auth, orm, records
 from deployserver.auth import Principal
 from deployserver.config import Settings
 from deployserver.errors import NotAuthenticated, PermissionDenied
@@ -94,6 +95,22 @@ class ModelPredictGuard(Guard):
         return self.check(state, token)
 
 
+class PredictionGuard(Guard):
+    """One asynchronous prediction by ``{request_id}``: open when it is for a public
+    model (its id is unguessable), else the ``predict`` scope."""
+
+    scope = "predict"
+
+    def __call__(self, request_id: str, state: StateDep, token: BearerDep) -> Principal | None:
+        with state.sessions() as session:
+            model = session.scalar(
+                select(orm.Prediction.model).where(orm.Prediction.request_id == request_id)
+            )
+            if model is not None and records.model_is_public(session, model):
+                return None
+        return self.check(state, token)
+
+
 class MetricsGuard(Guard):
     """``/metrics``: open when ``settings.metrics_public``, else the ``read`` scope."""
 
@@ -118,6 +135,7 @@ def require_scope(scope: str) -> Any:
 PUBLIC = Depends(public)
 model_predict_access = Depends(ModelPredictGuard())
 metrics_access = Depends(MetricsGuard())
+prediction_access = Depends(PredictionGuard())
 
 ReadAccess = Annotated[Principal, require_scope("read")]
 DeployAccess = Annotated[Principal, require_scope("deploy")]

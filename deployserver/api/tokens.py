@@ -53,4 +53,5 @@ def revoke_token(token_id: str, state: StateDep, caller: AdminAccess) -> Respons
     """Revoke a token: the next request that carries it is refused."""
     with state.sessions.begin() as session:
         auth.revoke_token(session, token_id, now=state.clock(), actor=caller.name)
+    state.token_cache.clear()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

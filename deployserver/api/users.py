@@ -39,4 +39,5 @@ def delete_user(name: str, state: StateDep, caller: AdminAccess) -> Response:
     """Remove a user and every token their logins were given."""
     with state.sessions.begin() as session:
         users.delete_user(session, name, actor=caller.name)
+    state.token_cache.clear()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

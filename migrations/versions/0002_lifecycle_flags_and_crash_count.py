@@ -21,9 +21,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("crashes", sa.Integer(), nullable=False, server_default="0"))
 
     with op.batch_alter_table("deployments", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("activation", sa.String(length=16), nullable=True)
-        )
+        batch_op.add_column(sa.Column("activation", sa.String(length=16), nullable=True))
         batch_op.add_column(
             sa.Column("restart_requested", sa.Boolean(), nullable=False, server_default=sa.false())
         )

@@ -90,8 +90,38 @@ class Model:
         return inputs
 """
 
+SIZER = b'''
+class Model:
+    """Answers the size of what it was sent: raw bytes, or a JSON value's repr."""
+
+    def __init__(self, model_dir, **parameters):
+        pass
+
+    def load(self):
+        pass
+
+    def predict(self, inputs, **kwargs):
+        if isinstance(inputs, (bytes, bytearray)):
+            return {"size": len(inputs)}
+        return {"size": len(repr(inputs))}
+'''
+
+RAISES_IN_PREDICT = b'''
+class Model:
+    def __init__(self, model_dir, **parameters):
+        pass
+
+    def load(self):
+        pass
+
+    def predict(self, inputs, **kwargs):
+        raise RuntimeError("cannot score negative petals")
+'''
+
 SCRIPTS = {
     "good": GOOD,
+    "sizer": SIZER,
+    "raises": RAISES_IN_PREDICT,
     "library": USES_LIBRARY,
     "slowish": SLOWISH,
     "fail": FAILS_IN_LOAD,
