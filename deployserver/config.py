@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     """Seconds a cell has to answer one asynchronous prediction."""
     async_max_attempts: int = Field(default=20, ge=1)
     """Tries to reach a cell (none ready, cell down) before a prediction fails."""
+    async_queue_timeout: float = Field(default=3600.0, gt=0)
+    """Seconds a prediction may wait for its model to have a ready cell before it fails."""
     async_retention_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     """Finished asynchronous predictions are purged after this long."""
     max_prediction_bytes: int = Field(default=16 * 1024**2, ge=1)

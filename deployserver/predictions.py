@@ -134,7 +134,19 @@ class PredictionWorker:
         if self.clock() - self._last_purge >= PURGE_EVERY:
             self._last_purge = self.clock()
             await anyio.to_thread.run_sync(self.purge)
-        for p in await anyio.to_thread.run_sync(self._claim):
+        waiting = await anyio.to_thread.run_sync(self._waiting_models)
+        ready, missing = set(), set()
+        for model in waiting:
+            route = await self.routes.resolve(model)
+            if route is None:
+                missing.add(model)
+            elif route.url is not None:
+                ready.add(model)
+        if missing or waiting - ready:
+            await anyio.to_thread.run_sync(self._expire, missing, waiting - ready - missing)
+        if not ready:
+            return
+        for p in await anyio.to_thread.run_sync(self._claim, ready):
             task = asyncio.create_task(self._process(p))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -148,13 +160,48 @@ class PredictionWorker:
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def _claim(self) -> list[tuple[int, str, str, bytes, str | None]]:
+    def _waiting_models(self) -> set[str]:
+        with self.sessions() as session:
+            return set(
+                session.scalars(
+                    select(orm.Prediction.model).where(orm.Prediction.status == "queued").distinct()
+                )
+            )
+
+    def _expire(self, missing: set[str], not_ready: set[str]) -> None:
+        """Fail what can never run (unknown model) or has waited past the queue timeout."""
+        now = orm.utcnow()
+        cutoff = now - timedelta(seconds=self.settings.async_queue_timeout)
+        with self.sessions.begin() as session:
+            if missing:
+                session.execute(
+                    update(orm.Prediction)
+                    .where(orm.Prediction.status == "queued", orm.Prediction.model.in_(missing))
+                    .values(status="failed", error="the model no longer exists", completed_at=now)
+                )
+            if not_ready:
+                session.execute(
+                    update(orm.Prediction)
+                    .where(
+                        orm.Prediction.status == "queued",
+                        orm.Prediction.model.in_(not_ready),
+                        orm.Prediction.created_at < cutoff,
+                    )
+                    .values(
+                        status="failed",
+                        error=f"no ready cell within {self.settings.async_queue_timeout:g} s",
+                        completed_at=now,
+                    )
+                )
+
+    def _claim(self, ready: set[str]) -> list[tuple[int, str, str, bytes, str | None]]:
+        """Mark queued requests of models with a ready cell running, within the limit."""
         limit = self.settings.async_concurrency_per_model
         claimed = []
         with self.sessions.begin() as session:
             rows = session.execute(
                 select(orm.Prediction.id, orm.Prediction.model)
-                .where(orm.Prediction.status == "queued")
+                .where(orm.Prediction.status == "queued", orm.Prediction.model.in_(ready))
                 .order_by(orm.Prediction.id)
                 .limit(limit * 64)
             ).all()

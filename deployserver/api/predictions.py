@@ -61,6 +61,7 @@ async def submit_prediction(
             )
 
     await anyio.to_thread.run_sync(queue)
+    state.routes.invalidate(model)  # the model exists: no stale "unknown" may fail it
     state.worker.wake()
     response.headers["Location"] = f"/api/v1/predictions/{request_id}"
     return {"request_id": request_id, "status": "queued"}

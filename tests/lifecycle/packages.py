@@ -106,7 +106,7 @@ class Model:
         return {"size": len(repr(inputs))}
 '''
 
-RAISES_IN_PREDICT = b'''
+RAISES_IN_PREDICT = b"""
 class Model:
     def __init__(self, model_dir, **parameters):
         pass
@@ -116,7 +116,7 @@ class Model:
 
     def predict(self, inputs, **kwargs):
         raise RuntimeError("cannot score negative petals")
-'''
+"""
 
 SCRIPTS = {
     "good": GOOD,
