@@ -20,7 +20,7 @@ from deployserver.config import Settings
 from deployserver.handlers import install_error_handlers
 from deployserver.metrics import ServerMetrics
 from deployserver.predictions import PredictionWorker
-from deployserver.proxy import ServeProxy
+from deployserver.proxy import ServeProxy, cell_session
 from deployserver.reconciler import Reconciler
 from deployserver.routes import RouteTable
 from deployserver.runtime.base import CellRuntime
@@ -57,9 +57,10 @@ def create_app(
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0))
         routes = RouteTable(sessions)
         proxy_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.proxy_timeout, connect=2.0),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=256),
+            timeout=httpx.Timeout(settings.async_timeout, connect=2.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=64),
         )
+        session_to_cells = cell_session(settings.proxy_timeout)
         reconciler = Reconciler(
             settings=settings,
             sessions=sessions,
@@ -79,6 +80,7 @@ def create_app(
             http=http,
             routes=routes,
             proxy_client=proxy_client,
+            cell_session=session_to_cells,
             worker=worker,
             metrics=ServerMetrics(),
             token_cache=TokenCache(),
@@ -99,6 +101,7 @@ def create_app(
             await worker.close()
             await http.aclose()
             await proxy_client.aclose()
+            await session_to_cells.close()
             engine.dispose()
 
     app = FastAPI(title="deployserver", version="0.1.0", lifespan=lifespan)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import aiohttp
 import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,7 +31,9 @@ class AppState:
     http: httpx.AsyncClient
     routes: RouteTable
     proxy_client: httpx.AsyncClient
-    """Pooled connections to the cells, for /serve and asynchronous predictions."""
+    """Pooled connections to the cells for asynchronous predictions and webhooks."""
+    cell_session: aiohttp.ClientSession
+    """The data path's pooled connections to the cells (/serve)."""
     worker: PredictionWorker
     metrics: ServerMetrics
     token_cache: TokenCache
