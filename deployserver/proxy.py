@@ -29,6 +29,7 @@ from deployserver.routes import Route, RouteTable
 PREFIX = "/serve/"
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SMALL_BODY = 64 * 1024
+UNKNOWN_MODEL = "_unknown"
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -146,7 +147,9 @@ class ServeProxy:
         started = time.perf_counter()
         model, _, rest = scope["path"][len(PREFIX) :].partition("/")
         status = await self._serve(state, model, rest, scope, receive, send)
-        state.metrics.observe_proxy(model, status, time.perf_counter() - started)
+        # an unknown name gets no label of its own: callers must not grow the metrics
+        label = model if state.routes.known(model) else UNKNOWN_MODEL
+        state.metrics.observe_proxy(label, status, time.perf_counter() - started)
 
     async def _serve(
         self, state: Any, model: str, rest: str, scope: Scope, receive: Receive, send: Send

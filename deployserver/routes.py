@@ -49,6 +49,11 @@ class RouteTable:
         else:
             self._cache.pop(model, None)
 
+    def known(self, model: str) -> bool:
+        """Whether ``model`` was found on its last look-up (the cache only, no database)."""
+        hit = self._cache.get(model)
+        return hit is not None and hit[1] is not None
+
     async def resolve(self, model: str) -> Route | None:
         """The model's route, or None when there is no such model."""
         now = self.clock()

@@ -119,3 +119,17 @@ def test_version_switch_loses_no_request(rig: Rig) -> None:
     assert failures == [], failures[:5]
     tags = [tag for _, tag in answers]
     assert tags[0] == "v1" and tags[-1] == "v2" and "v2" in tags
+
+
+def test_server_metrics_count_serve_requests_and_cells(rig: Rig) -> None:
+    _deploy(rig, "good", "counted")
+    for _ in range(3):
+        assert rig.api.post("/serve/counted/predict", json=1).status_code == 200
+    rig.api.post("/serve/nobody/predict", json=1)
+    text = rig.api.get("/metrics").text
+    assert 'deployserver_serve_requests_total{model="counted",status="200"} 3.0' in text
+    assert 'deployserver_serve_requests_total{model="_unknown",status="404"} 1.0' in text
+    assert "nobody" not in text  # callers cannot mint metric labels
+    assert 'deployserver_serve_latency_seconds_count{model="counted"} 3.0' in text
+    assert 'deployserver_deployments{status="ready"} 1.0' in text
+    assert 'deployserver_async_queue_depth{status="queued"} 0.0' in text
