@@ -10,7 +10,6 @@ body under the server's webhook secret (header ``X-Deployserver-Signature: sha25
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -32,6 +31,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from deployserver import orm
 from deployserver.config import Settings
 from deployserver.routes import RouteTable
+from deployserver.service import Service
 
 log = logging.getLogger("deployserver.predictions")
 SIGNATURE_HEADER = "X-Deployserver-Signature"
@@ -71,7 +71,9 @@ class _CellDown(Exception):
     """The request did not reach a cell: it goes back to the queue."""
 
 
-class PredictionWorker:
+class PredictionWorker(Service):
+    name = "prediction worker"
+
     def __init__(
         self,
         *,
@@ -81,19 +83,23 @@ class PredictionWorker:
         client: httpx.AsyncClient,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.sessions = sessions
         self.routes = routes
         self.client = client
         self.clock = clock
         self.secret = webhook_secret(settings)
-        self._wake = asyncio.Event()
         self._running: dict[str, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_purge = float("-inf")
 
-    def wake(self) -> None:
-        self._wake.set()
+    @property
+    def interval(self) -> float:
+        return self.settings.async_poll_interval
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(self.resume)
 
     def resume(self) -> int:
         """At start-up: what was running when the server stopped is queued again."""
@@ -117,17 +123,6 @@ class PredictionWorker:
             ).all()
         found = dict(rows)
         return {"queued": found.get("queued", 0), "running": found.get("running", 0)}
-
-    async def run_forever(self) -> None:
-        await anyio.to_thread.run_sync(self.resume)
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("prediction pass failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.async_poll_interval)
-            self._wake.clear()
 
     async def run_once(self) -> None:
         """Claim queued requests up to each model's limit and start them."""

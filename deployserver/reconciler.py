@@ -10,7 +10,6 @@ adopted (not restarted), cells of unknown deployments are removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -27,6 +26,7 @@ from deployserver import cells, lifecycle, orm, records, storage
 from deployserver.config import Settings
 from deployserver.health import HealthPolicy, await_ready, ping_ready
 from deployserver.runtime.base import CellInfo, CellRuntime
+from deployserver.service import Service
 
 log = logging.getLogger("deployserver.reconciler")
 
@@ -64,8 +64,10 @@ def decide(w: Wanted, found: list[CellInfo]) -> str | None:
     return "rise"  # received, stopped, or left mid-way (building/starting/stopping)
 
 
-class Reconciler:
+class Reconciler(Service):
     """Runs passes; tests call ``run_once`` and ``settle`` directly."""
+
+    name = "reconciler"
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class Reconciler:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_change: Callable[[str], None] = lambda _model: None,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.sessions = sessions
         self.runtime = runtime
@@ -92,12 +95,11 @@ class Reconciler:
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_watch = float("-inf")
-        self._wake = asyncio.Event()
         self.passes = 0
 
-    def wake(self) -> None:
-        """Run the next pass now rather than at the next interval (after a request)."""
-        self._wake.set()
+    @property
+    def interval(self) -> float:
+        return self.settings.reconcile_interval
 
     async def wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
         """Nudge passes until ``done()`` (checked after each pass) or ``timeout`` s pass."""
@@ -110,16 +112,6 @@ class Reconciler:
         return bool(await anyio.to_thread.run_sync(done))
 
     # the loop ---------------------------------------------------------------------
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("reconcile pass failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval)
-            self._wake.clear()
-
     async def run_once(self) -> None:
         """One pass: start an action for every deployment that needs one."""
         self.passes += 1

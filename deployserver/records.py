@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session, selectinload
 from deployserver import orm
 from deployserver.errors import BadRequest, DeploymentNotFound, ModelNotFound
 from deployserver.schemas import CellRead, DeploymentRead, EventRead, FileRead
+
+T = TypeVar("T")
 
 
 def new_deploy_id() -> str:
@@ -61,6 +64,14 @@ def get_deployment(session: Session, deploy_id: str) -> orm.Deployment:
 
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def paginate(
+    rows: Sequence[T], limit: int, key: Callable[[T], int]
+) -> tuple[Sequence[T], str | None]:
+    """A page of ``rows`` (fetched with ``limit + 1``) and the cursor of the next one."""
+    page = rows[:limit]
+    return page, encode_cursor(key(page[-1])) if len(rows) > limit else None
 
 
 def decode_cursor(cursor: str) -> int:

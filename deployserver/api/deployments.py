@@ -86,8 +86,7 @@ def list_deployments(
     rows = records.list_deployments(
         session, model=model, status=status, limit=limit + 1, before_seq=before
     )
-    page = rows[:limit]
-    next_cursor = records.encode_cursor(page[-1].seq) if len(rows) > limit else None
+    page, next_cursor = records.paginate(rows, limit, lambda d: d.seq)
     return DeploymentList(items=[records.to_read(d) for d in page], next_cursor=next_cursor)
 
 

@@ -117,9 +117,5 @@ def list_predictions(
         stmt = stmt.where(orm.Prediction.id < records.decode_cursor(cursor))
     with state.sessions() as session:
         rows = session.scalars(stmt.order_by(orm.Prediction.id.desc()).limit(limit + 1)).all()
-    page = rows[:limit]
-    more = len(rows) > limit
-    return {
-        "items": [to_record(p) for p in page],
-        "next_cursor": records.encode_cursor(page[-1].id) if more else None,
-    }
+    page, next_cursor = records.paginate(rows, limit, lambda p: p.id)
+    return {"items": [to_record(p) for p in page], "next_cursor": next_cursor}
