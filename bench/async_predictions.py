@@ -1,0 +1,7 @@
+"""stub"""
+
+NAME = "async"
+
+
+def run(opts):
+    raise NotImplementedError

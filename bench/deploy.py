@@ -1,0 +1,7 @@
+"""stub"""
+
+NAME = "deploy"
+
+
+def run(opts):
+    raise NotImplementedError

@@ -1,0 +1,7 @@
+"""stub"""
+
+NAME = "proxy"
+
+
+def run(opts):
+    raise NotImplementedError

@@ -1,0 +1,7 @@
+"""stub"""
+
+NAME = "scale"
+
+
+def run(opts):
+    raise NotImplementedError
