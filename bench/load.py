@@ -36,6 +36,8 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     poll: str | None = None
     poll_seconds: float = 0.005
+    python: bool = False
+    """Use the Python generator even where wrk is installed (to compare like with like)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def run(target: Target, *, connections: int, duration: float) -> LoadStats:
     host = urlsplit(target.url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"load goes to the loopback only, not {host}")
-    use_wrk = target.poll is None and shutil.which("wrk") is not None
+    use_wrk = not target.python and target.poll is None and shutil.which("wrk") is not None
     generate = _wrk if use_wrk else _python
     stats = generate(target, connections, duration)
     if stats.errors or not stats.requests:
