@@ -242,7 +242,7 @@ def profiled(opts: Options, bench: str, pid: int, label: str) -> Iterator[None]:
         raise BenchError("--profile needs py-spy: pip install -e '.[bench]'")
     raw = opts.results / f"profile-{label}.txt"
     proc = subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(raw)],
+        [spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw", "-o", str(raw)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -262,26 +262,33 @@ def profiled(opts: Options, bench: str, pid: int, label: str) -> Iterator[None]:
 
 
 def summarize_profile(raw: Path, top: int = 25) -> str:
-    """The functions with the most samples on CPU: on top of the stack (self) and
-    anywhere in it (total), from py-spy's collapsed stacks."""
+    """The functions with the most samples on CPU: on top of the stack (self), anywhere
+    in it (total), and the same for deployserver's own, from py-spy's collapsed stacks.
+    Threads parked in a wait (which py-spy's --nonblocking mode counts) are left out."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
-    samples = 0
+    samples = waiting = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        n = int(count)
-        samples += n
         frames = [_function(f) for f in stack.split(";")]
-        own[frames[-1]] += n
+        if frames[-1].split(" (")[0] in WAITING:
+            waiting += int(count)
+            continue
+        samples += int(count)
+        own[frames[-1]] += int(count)
         for name in set(frames):
-            total[name] += n
-    lines = [f"{samples} samples on CPU", "self:"]
-    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in own.most_common(top)]
-    lines.append("total (in the stack):")
-    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in total.most_common(top)]
+            total[name] += int(count)
+    ours = Counter({k: v for k, v in total.items() if "deployserver/" in k})
+    lines = [f"{samples} samples on CPU ({waiting} of waiting threads left out)"]
+    for title, counts in (("self", own), ("total", total), ("deployserver, total", ours)):
+        lines.append(f"{title}:")
+        lines += [f"  {100 * n / max(samples, 1):5.1f}%  {k}" for k, n in counts.most_common(top)]
     return "\n".join(lines) + "\n"
+
+
+WAITING = {"Condition.wait", "Event.wait", "wait", "select", "EpollSelector.select", "sleep"}
 
 
 def _function(frame: str) -> str:
