@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,17 @@ def timed_deploy(
     return ready, served, record
 
 
+def events(srv: Server, record: dict[str, Any]) -> list[str]:
+    """The deployment's lifecycle events as ``+seconds kind: message`` lines."""
+    created = datetime.fromisoformat(record["created_at"])
+    found = srv.client.get(f"/api/v1/deployments/{record['deploy_id']}/events").json()
+    return [
+        f"+{(datetime.fromisoformat(e['at']) - created).total_seconds():5.2f} s "
+        f"{e['kind']}: {e['message']}"
+        for e in found
+    ]
+
+
 def bare_run(image: str, options: dict[str, Any], body: bytes, n: int) -> float:
     """Seconds from ``docker run`` to the container's first 200 on /predict."""
     client = docker_client()
@@ -134,12 +146,14 @@ def run(opts: Options) -> list[Figure]:
         options = container_options(Settings(), spec)
         srv.client.post(f"/api/v1/deployments/{deploy_id}/stop")
         subject: list[tuple[float, float | None]] = []
+        timeline: list[str] = []
         rounds = iter(range(10**6))
 
         def one_deploy() -> float:
             ready, served, rec = timed_deploy(
                 srv, {**meta, "model": f"bench-{next(rounds)}"}, files, body, serve
             )
+            timeline[:] = events(srv, rec)
             delete(srv, rec["deploy_id"])
             subject.append((ready, served))
             return ready
@@ -148,6 +162,9 @@ def run(opts: Options) -> list[Figure]:
             bare, _ = interleave(
                 opts.repeats, lambda: bare_run(image, options, body, next(rounds)), one_deploy
             )
+        say("where the last deploy's time went (server events, from its record's creation):")
+        for line in timeline:
+            say(f"  {line}")
         cold = cold_deploy(srv, meta, files, body, serve) if opts.cold else None
     return figures(bare, subject, cold, serve)
 
