@@ -17,11 +17,10 @@ from bench.common import (
     Options,
     interleave,
     median,
+    missing_routes,
     pending,
     profiled,
     ready_noop,
-    route_missing,
-    say,
     server,
 )
 
@@ -34,21 +33,15 @@ FIGURE = f"async: async predictions/s / sync /serve predictions/s, {CONCURRENCY}
 def run(opts: Options) -> list[Figure]:
     with server(opts) as srv:
         ready_noop(srv, MODEL)
-        submit = f"{srv.url}/api/v1/models/{MODEL}/predictions"
-        via = f"{srv.url}/serve/{MODEL}/predict"
-        missing = [
-            url
-            for url in (submit, via)
-            if route_missing(srv.client.post(url, content=BODY_1KB, headers=JSON))
-        ]
-        if missing:
-            say(f"404 from {', '.join(missing)}: not on this branch yet")
+        submit = f"/api/v1/models/{MODEL}/predictions"
+        via = f"/serve/{MODEL}/predict"
+        if missing_routes(srv, submit, via):
             return [pending(FIGURE, ">= 0.5")]
         headers = {**JSON, "Authorization": f"Bearer {srv.token}"}
         queued = load.Target(
-            submit, "POST", BODY_1KB, headers, poll=f"{srv.url}/api/v1/predictions/{{id}}"
+            srv.url + submit, "POST", BODY_1KB, headers, poll=f"{srv.url}/api/v1/predictions/{{id}}"
         )
-        direct = load.Target(via, "POST", BODY_1KB, headers, python=True)
+        direct = load.Target(srv.url + via, "POST", BODY_1KB, headers, python=True)
         with profiled(opts, NAME, srv.pid, NAME):
             sync_rps, async_rps = interleave(
                 opts.repeats,

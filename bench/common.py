@@ -196,10 +196,15 @@ def delete(srv: Server, deploy_id: str) -> None:
         raise BenchError(f"delete refused: {resp.status_code} {resp.text[:300]}")
 
 
-def route_missing(resp: httpx.Response) -> bool:
-    """A 404 from a route asked of a model that exists and is ready: the route itself is
-    not there yet (this worktree predates it)."""
-    return resp.status_code == 404
+def missing_routes(srv: Server, *paths: str) -> list[str]:
+    """Which of ``paths`` answer a 1 KB JSON POST with 404 although their model exists
+    and is ready: the route itself is not there yet (this branch predates it)."""
+    missing = [
+        p for p in paths if srv.client.post(p, content=BODY_1KB, headers=JSON).status_code == 404
+    ]
+    if missing:
+        say(f"404 from {', '.join(missing)}: {PENDING} on this branch")
+    return missing
 
 
 # Docker ------------------------------------------------------------------------------

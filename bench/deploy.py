@@ -34,9 +34,9 @@ from bench.common import (
     docker_client,
     interleave,
     median,
+    missing_routes,
     pending,
     profiled,
-    route_missing,
     say,
     seconds,
     server,
@@ -136,9 +136,7 @@ def run(opts: Options) -> list[Figure]:
         say("warm-up deploy (builds the environment image if it is not cached)")
         ready, _, record = timed_deploy(srv, {**meta, "model": "bench-warm"}, files, body, False)
         say(f"warm-up ready in {seconds(ready)}")
-        probe = srv.client.post("/serve/bench-warm/predict", content=body)
-        serve = not route_missing(probe)
-        say("/serve/{model}/predict: " + ("there" if serve else f"404, {PENDING_NOTE}"))
+        serve = not missing_routes(srv, "/serve/bench-warm/predict")
         image = cell_image(record)
         deploy_id = record["deploy_id"]
         folder = (srv.data_dir / "deployments" / deploy_id).resolve()
@@ -167,9 +165,6 @@ def run(opts: Options) -> list[Figure]:
             say(f"  {line}")
         cold = cold_deploy(srv, meta, files, body, serve) if opts.cold else None
     return figures(bare, subject, cold, serve)
-
-
-PENDING_NOTE = "the /serve figures are pending"
 
 
 def cold_deploy(

@@ -16,11 +16,10 @@ from bench.common import (
     Options,
     interleave,
     median,
+    missing_routes,
     pending,
     profiled,
     ready_noop,
-    route_missing,
-    say,
     server,
 )
 
@@ -33,13 +32,12 @@ LATENCY = "proxy: /serve p50 / direct p50, 1 concurrent"
 def run(opts: Options) -> list[Figure]:
     with server(opts) as srv:
         record = ready_noop(srv, MODEL)
-        via = f"{srv.url}/serve/{MODEL}/predict"
-        if route_missing(srv.client.post(via, content=BODY_1KB, headers=JSON)):
-            say("/serve/{model}/predict answers 404: the route is not on this branch yet")
+        via = f"/serve/{MODEL}/predict"
+        if missing_routes(srv, via):
             return [pending(THROUGHPUT, ">= 0.5"), pending(LATENCY, "<= 1.5")]
         direct = load.Target(f"{record['cell']['url']}/predict", "POST", BODY_1KB, JSON)
         proxied = load.Target(
-            via, "POST", BODY_1KB, {**JSON, "Authorization": f"Bearer {srv.token}"}
+            srv.url + via, "POST", BODY_1KB, {**JSON, "Authorization": f"Bearer {srv.token}"}
         )
         runs: list[load.LoadStats] = []
 

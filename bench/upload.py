@@ -36,7 +36,7 @@ from bench.common import (
     seconds,
     server,
 )
-from tests.helpers import SCORE_PY, peak_rss_bytes
+from tests.helpers import SCORE_PY, peak_rss_bytes, status_bytes
 
 NAME = "upload"
 CONCURRENT = 4
@@ -53,14 +53,6 @@ def make_file(path: Path, size: int) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     return path
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise BenchError("no VmRSS")
 
 
 def reset_peak(pid: int) -> bool:
@@ -104,7 +96,7 @@ class Uploader:
     def measured(self, client: str) -> float:
         """One upload, timed from the client's start to its 202; then deleted."""
         pid = self.srv.pid
-        before = rss_bytes(pid) if reset_peak(pid) else peak_rss_bytes(pid)
+        before = status_bytes(pid, "VmRSS") if reset_peak(pid) else peak_rss_bytes(pid)
         started = time.perf_counter()
         deploy_id = self.curl() if client == "curl" else self.httpx()
         took = time.perf_counter() - started
@@ -150,7 +142,7 @@ class Uploader:
     def concurrent(self, n: int) -> int:
         """``n`` curl uploads at once; the server's peak RSS growth over them all."""
         pid = self.srv.pid
-        before = rss_bytes(pid) if reset_peak(pid) else peak_rss_bytes(pid)
+        before = status_bytes(pid, "VmRSS") if reset_peak(pid) else peak_rss_bytes(pid)
         procs = [
             subprocess.Popen(self.curl_args(f"big-{i}"), stdout=subprocess.PIPE) for i in range(n)
         ]
@@ -204,22 +196,18 @@ def run(opts: Options) -> list[Figure]:
         f"client CPU per upload: curl {seconds(median(up.cpu['curl']))}, "
         f"httpx {seconds(median(up.cpu['httpx']))}"
     )
+    timed = {"curl": by_curl, "httpx": by_httpx}
     return [
-        Figure(
-            "upload: cp+sync time / upload time (curl)",
-            ">= 0.9",
-            median(cp) / median(by_curl),
-            seconds(median(by_curl)),
-            seconds(median(cp)),
-            f"{mib(size)}; curl used {seconds(median(up.cpu['curl']))} CPU",
-        ),
-        Figure(
-            "upload: cp+sync time / upload time (httpx)",
-            ">= 0.9",
-            median(cp) / median(by_httpx),
-            seconds(median(by_httpx)),
-            seconds(median(cp)),
-            f"the Python client used {seconds(median(up.cpu['httpx']))} CPU of 2 cores",
+        *(
+            Figure(
+                f"upload: cp+sync time / upload time ({client})",
+                ">= 0.9",
+                median(cp) / median(timed[client]),
+                seconds(median(timed[client])),
+                seconds(median(cp)),
+                f"{mib(size)}; the client used {seconds(median(up.cpu[client]))} CPU",
+            )
+            for client in ("curl", "httpx")
         ),
         Figure(
             "upload: peak server RSS growth / file size",
