@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="deployserver-bench-", dir=args.work))
-    opts = options(args, work)
+    opts = options(args, Path())  # sizes checked before anything is made
+    work = opts.work = Path(tempfile.mkdtemp(prefix="deployserver-bench-", dir=args.work))
     chosen = args.only or list(BENCHMARKS)
     results: dict[str, dict[str, Any]] = {}
     started = datetime.now(UTC)
