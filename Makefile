@@ -30,6 +30,10 @@ serve: images
 test: images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The benchmarks (bench/): ratios against baselines, printed and written to bench/results/.
+bench: images
+	$(PY) -m bench $(BENCH_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

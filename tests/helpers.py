@@ -174,13 +174,18 @@ def server_process(
         log.close()
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """The process's high-water mark of resident memory (VmHWM)."""
+def status_bytes(pid: int, field: str) -> int:
+    """A memory figure of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``, ...) in bytes."""
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {field}")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's high-water mark of resident memory (VmHWM)."""
+    return status_bytes(pid, "VmHWM")
 
 
 def streamed_upload(

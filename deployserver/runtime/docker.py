@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -37,6 +38,37 @@ log = logging.getLogger("deployserver.runtime.docker")
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
 NAME = "docker"
 MODEL_MOUNT = "/mnt/models"
+
+
+def container_options(settings: Settings, spec: CellSpec) -> dict[str, Any]:
+    """``containers.run`` options of a cell: command, environment, the read-only model
+    mount, the loopback port and the hardening, whatever the metadata says (the image,
+    name and labels are the caller's). The benchmarks run bare containers with these."""
+    port = settings.cell_port
+    env = {
+        **spec.env,
+        "DEPLOYSERVER_CELL_METADATA": json.dumps(spec.metadata),
+        "DEPLOYSERVER_DEPLOY_ID": spec.deploy_id,
+    }
+    command = ["--model-dir", MODEL_MOUNT, "--port", str(port), "--host", "0.0.0.0"]
+    if spec.metadata.get("entrypoint"):
+        command += ["--entrypoint", str(spec.metadata["entrypoint"])]
+    return {
+        "command": command,
+        "environment": env,
+        "volumes": {str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
+        "ports": {f"{port}/tcp": ("127.0.0.1", None)},
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,noexec,nosuid,nodev,size=256m"},  # noqa: S108 - in the cell
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "mem_limit": memory_bytes(spec.memory or settings.default_memory),
+        "nano_cpus": int((spec.cpus or settings.default_cpus) * 1e9),
+        "pids_limit": settings.pids_limit,
+        "init": True,
+        "restart_policy": {"Name": "no"},
+        "privileged": False,
+    }
 
 
 class DockerRuntime:
@@ -94,19 +126,9 @@ class DockerRuntime:
 
     # cells ------------------------------------------------------------------------
     def start(self, spec: CellSpec) -> CellInfo:
-        port = self.settings.cell_port
-        env = {
-            **spec.env,
-            "DEPLOYSERVER_CELL_METADATA": json.dumps(spec.metadata),
-            "DEPLOYSERVER_DEPLOY_ID": spec.deploy_id,
-        }
-        command = ["--model-dir", MODEL_MOUNT, "--port", str(port), "--host", "0.0.0.0"]
-        if spec.metadata.get("entrypoint"):
-            command += ["--entrypoint", str(spec.metadata["entrypoint"])]
         try:
             container: Container = self.client.containers.run(
                 self._image_for(spec),
-                command=command,
                 detach=True,
                 name=f"ds-{spec.model[:40]}-v{spec.version}-{spec.deploy_id[-8:]}-"
                 f"{self.instance[:4]}",
@@ -117,19 +139,7 @@ class DockerRuntime:
                     LABEL_MODEL: spec.model,
                     LABEL_VERSION: str(spec.version),
                 },
-                environment=env,
-                volumes={str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
-                ports={f"{port}/tcp": ("127.0.0.1", None)},
-                read_only=True,
-                tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=256m"},  # noqa: S108 - in the cell
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                mem_limit=memory_bytes(spec.memory or self.settings.default_memory),
-                nano_cpus=int((spec.cpus or self.settings.default_cpus) * 1e9),
-                pids_limit=self.settings.pids_limit,
-                init=True,
-                restart_policy={"Name": "no"},
-                privileged=False,
+                **container_options(self.settings, spec),
             )
         except ImageNotFound as exc:
             raise CellStartError(f"image missing: {exc.explanation}") from exc
