@@ -45,6 +45,7 @@ class Principal:
     token_id: str
     name: str
     scopes: frozenset[str]
+    expires_at: datetime | None = None
 
     def allows(self, scope: str) -> bool:
         """``admin`` can do everything: it could mint itself any other scope anyway."""
@@ -121,7 +122,12 @@ def authenticate(session: Session, token: str, *, now: datetime) -> Principal:
         raise NotAuthenticated("this token was revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise NotAuthenticated("this token has expired")
-    return Principal(token_id=row.public_id, name=row.name, scopes=frozenset(row.scopes.split()))
+    return Principal(
+        token_id=row.public_id,
+        name=row.name,
+        scopes=frozenset(row.scopes.split()),
+        expires_at=row.expires_at,
+    )
 
 
 def list_tokens(session: Session) -> Sequence[orm.ApiToken]:

@@ -7,6 +7,8 @@ copied twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -134,7 +136,7 @@ class MultipartReceiver:
         self.finished = True
 
     # driving ----------------------------------------------------------------------
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         try:
             self._parser.write(data)
         except MultipartParseError as exc:
@@ -147,9 +149,21 @@ class MultipartReceiver:
             self._writer = None
 
     async def consume(self, stream: AsyncIterator[bytes], *, max_bytes: int) -> Received:
-        """Read the whole body from ``stream``, enforcing ``max_bytes``."""
+        """Read the whole body from ``stream``, enforcing ``max_bytes``.
+
+        Pipelined: while a worker thread parses, hashes and writes one batch (hashlib
+        and os.write release the GIL), the event loop receives the next, so network and
+        disk work overlap; at most one batch is in flight, which bounds the memory."""
         total = 0
         batch = bytearray()
+        in_flight: asyncio.Task[None] | None = None
+
+        async def hand_over(data: bytearray) -> None:
+            nonlocal in_flight
+            if in_flight is not None:
+                await in_flight
+            in_flight = asyncio.ensure_future(anyio.to_thread.run_sync(self.feed, data))
+
         try:
             async for chunk in stream:
                 total += len(chunk)
@@ -157,11 +171,16 @@ class MultipartReceiver:
                     raise UploadTooLarge(f"upload is larger than the {max_bytes}-byte limit")
                 batch += chunk
                 if len(batch) >= BATCH_BYTES:
-                    data, batch = bytes(batch), bytearray()
-                    await anyio.to_thread.run_sync(self.feed, data)
+                    await hand_over(batch)
+                    batch = bytearray()
             if batch:
-                await anyio.to_thread.run_sync(self.feed, bytes(batch))
+                await hand_over(batch)
+            if in_flight is not None:
+                await in_flight
         finally:
+            if in_flight is not None and not in_flight.done():
+                with contextlib.suppress(Exception):
+                    await in_flight  # never close a file the thread is still writing
             self.close()
         if not self.finished:
             raise InvalidUpload("the multipart body ended before its closing boundary")

@@ -22,7 +22,6 @@ from typing import Any
 import aiohttp
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deployserver import auth
 from deployserver.errors import DeployServerError, NotAuthenticated, PermissionDenied
 from deployserver.routes import Route, RouteTable
 
@@ -193,11 +192,7 @@ class ServeProxy:
     async def _authorize(self, state: Any, token: str | None) -> None:
         if not token:
             raise NotAuthenticated("/serve needs a token with the 'predict' scope")
-        principal = state.token_cache.get(token)
-        if principal is None:
-            with state.sessions() as session:
-                principal = auth.authenticate(session, token, now=state.clock())
-            state.token_cache.put(token, principal)
+        principal = state.token_cache.authenticate(state.sessions, token, state.clock())
         if not principal.allows("predict"):
             raise PermissionDenied(f"token {principal.name!r} lacks the 'predict' scope")
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from deployserver import auth
 from deployserver.auth import Principal
 
 MAX_ENTRIES = 10_000
@@ -39,3 +43,15 @@ class TokenCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def authenticate(self, sessions: sessionmaker[Session], token: str, now: datetime) -> Principal:
+        """``auth.authenticate`` behind the cache; an expiry is checked on every call."""
+        principal = self.get(token)
+        if principal is None:
+            with sessions() as session:
+                principal = auth.authenticate(session, token, now=now)
+            self.put(token, principal)
+        elif principal.expires_at is not None and principal.expires_at <= now:
+            self._entries.pop(token, None)
+            raise auth.NotAuthenticated("this token has expired")
+        return principal

@@ -62,8 +62,7 @@ class Guard:
     def check(self, state: AppState, token: str | None) -> Principal:
         if not token:
             raise NotAuthenticated("this route needs a token: 'Authorization: Bearer <token>'")
-        with state.sessions() as session:
-            principal = auth.authenticate(session, token, now=state.clock())
+        principal = state.token_cache.authenticate(state.sessions, token, state.clock())
         if not principal.allows(self.scope):
             raise PermissionDenied(f"token {principal.name!r} lacks the {self.scope!r} scope")
         return principal
