@@ -17,9 +17,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # Requests run in a thread pool of 40: a pool as large keeps connections (and
+    # SQLite's per-connection pragmas) from being reopened under load.
+    kwargs: dict[str, Any] = {"pool_size": 20, "max_overflow": 20}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True  # a server may drop idle connections; a file cannot
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 
