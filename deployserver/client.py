@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
@@ -25,8 +25,18 @@ from deployserver.packing import MultipartBody, Package, Progress, pack
 from deployserver.schemas import DeploymentList, DeploymentRead, EventRead, ModelList, ModelRead
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-SETTLED = frozenset({"ready", "failed", "stopped"})
-"""Statuses a deployment rests in until someone asks for a change."""
+RESTING = {
+    "running": frozenset({"ready", "failed"}),
+    "stopped": frozenset({"stopped", "failed", "received"}),
+}
+"""Per desired state, the statuses a deployment rests in until someone asks for a change."""
+
+
+def settled(record: DeploymentRead) -> bool:
+    """Whether the deployment reached what was last asked of it (or failed trying)."""
+    return record.status in RESTING.get(record.desired_state, RESTING["running"])
+
+
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -150,7 +160,7 @@ class DeployClient:
         self,
         deploy_id: str,
         *,
-        until: frozenset[str] | set[str] = SETTLED,
+        until: Collection[str] | None = None,
         timeout: float | None = None,
         on_status: Callable[[DeploymentRead], None] | None = None,
         interval: float = 0.2,
@@ -158,8 +168,9 @@ class DeployClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> DeploymentRead:
-        """Poll until the status is one of ``until`` (default ready, failed or stopped);
-        ``on_status(record)`` sees each new status. :class:`WaitTimeout` after ``timeout``
+        """Poll until the status is one of ``until`` or, by default, :func:`settled` (ready or
+        failed when asked to run; stopped when asked to stop); ``on_status(record)`` sees
+        each new status. :class:`WaitTimeout` after ``timeout``
         seconds. Polls at ``interval`` seconds, doubling up to ``max_interval``."""
         deadline = None if timeout is None else clock() + timeout
         seen = None
@@ -169,7 +180,7 @@ class DeployClient:
                 seen = record.status
                 if on_status is not None:
                     on_status(record)
-            if record.status in until:
+            if record.status in until if until is not None else settled(record):
                 return record
             if deadline is not None and clock() >= deadline:
                 raise WaitTimeout(f"{deploy_id} is still {record.status} after {timeout:g} s")

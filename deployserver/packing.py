@@ -123,7 +123,7 @@ def pack(folder: Path | str, model: str | None = None) -> Package:
         files.append(PackedFile(rel, source, source.stat().st_size))
     if not files:
         raise PackageError(f"nothing to pack in {folder}: every file is ignored or unmatched")
-    return Package(folder, metadata, files)
+    return Package(folder, metadata, sorted(files, key=lambda f: f.path))
 
 
 class MultipartBody:
