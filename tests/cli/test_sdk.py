@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def python_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def ds(server: Server) -> DeployClient:
+def ds(server: Server) -> Iterator[DeployClient]:
     with DeployClient(server.url, server.token) as client:
         yield client
 
