@@ -20,9 +20,43 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from deployserver import auth
-from deployserver.client_errors import ServerUnreachable, WaitTimeout, raise_for_error
+from deployserver.client_errors import (
+    BadRequest,
+    Conflict,
+    DeployClientError,
+    DeployServerAPIError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServerUnreachable,
+    ServiceUnavailable,
+    Unauthorized,
+    UnprocessableEntity,
+    UnsupportedMediaType,
+    WaitTimeout,
+    raise_for_error,
+)
 from deployserver.packing import MultipartBody, Package, Progress, pack
 from deployserver.schemas import DeploymentList, DeploymentRead, EventRead, ModelList, ModelRead
+
+__all__ = [  # the client and every error it raises, importable from here
+    "BadRequest",
+    "Conflict",
+    "DeployClient",
+    "DeployClientError",
+    "DeployServerAPIError",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServerUnreachable",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UnprocessableEntity",
+    "UnsupportedMediaType",
+    "WaitTimeout",
+    "resolve_token",
+    "settled",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RESTING = {

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from deployserver.config import Settings
+from deployserver.runtime.base import CellRuntime
 from deployserver.runtime.process import ProcessRuntime
 from deployserver.runtime.select import instance_id
 from tests.helpers import bearer, fresh_database_url, server_process
@@ -63,14 +66,23 @@ class Server:
         return items
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("server")
+def _runtime(kind: str, data_dir: Path) -> CellRuntime:
+    if kind == "process":
+        return ProcessRuntime(data_dir, instance_id(data_dir))
+    from deployserver.runtime.docker import DockerRuntime
+
+    return DockerRuntime(Settings(data_dir=data_dir), instance_id(data_dir))
+
+
+@contextmanager
+def running_server(folder: Path, runtime: str) -> Iterator[Server]:
+    """``deployserver serve`` on ``runtime`` with its data under ``folder``; the cells it
+    started are stopped afterwards (they outlive their server by design)."""
     data_dir = folder / "data"
     with fresh_database_url(folder) as database_url:
         env = checkout_env(
             DEPLOYSERVER_DATABASE_URL=database_url,
-            DEPLOYSERVER_RUNTIME="process",
+            DEPLOYSERVER_RUNTIME=runtime,
             DEPLOYSERVER_HEALTH_DEADLINE="60",
         )
         try:
@@ -79,10 +91,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 httpx.Client(base_url=url, timeout=120, headers=bearer(token)) as api,
             ):
                 yield Server(url, data_dir, token, api)
-        finally:  # cells outlive their server by design: stop the ones we started
-            runtime = ProcessRuntime(data_dir, instance_id(data_dir))
-            for cell in runtime.list_cells():
-                runtime.stop(cell.id, timeout=5)
+        finally:
+            cells = _runtime(runtime, data_dir)
+            for cell in cells.list_cells():
+                cells.stop(cell.id, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose cells are local processes, shared by a module's tests."""
+    with running_server(tmp_path_factory.mktemp("server"), "process") as running:
+        yield running
 
 
 def write_package(folder: Path, metadata: dict[str, Any], files: dict[str, bytes]) -> Path:
