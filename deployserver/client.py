@@ -4,7 +4,7 @@ from deployserver.client import DeployClient
 
 with DeployClient("http://127.0.0.1:8000") as ds:
     up = ds.push("my-model/")                 # streams the folder from disk
-    record = ds.wait(up.deploy_id)            # ready, failed or stopped
+    record = ds.wait(up.deploy_id)            # ready, or failed with its status_reason
     print(ds.predict("my-model", {"text": "lovely"}))
 """
 

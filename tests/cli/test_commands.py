@@ -84,7 +84,7 @@ def test_dry_run_lists_and_uploads_nothing(server: Server, tmp_path: Path) -> No
     folder = write_package(
         tmp_path / "pkg", {"model": "cli-dry"}, {"score.py": SCORE_PY, "w.bin": b"\x00" * 2048}
     )
-    before = server.deployments()
+    before = [d["deploy_id"] for d in server.deployments()]
     out = server.cli("push", folder, "--dry-run", "--json")
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
@@ -94,7 +94,7 @@ def test_dry_run_lists_and_uploads_nothing(server: Server, tmp_path: Path) -> No
     ]
     human = server.cli("push", folder, "--dry-run")
     assert "w.bin" in human.stdout and "nothing sent" in human.stdout
-    assert server.deployments() == before
+    assert [d["deploy_id"] for d in server.deployments()] == before
 
 
 def test_lifecycle_commands_and_their_exit_codes(server: Server, tmp_path: Path) -> None:
