@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+from deployserver.cli_client import new_lines
 from tests.cli.conftest import Server, broken_package, write_package
-from tests.helpers import SCORE_PY
+from tests.helpers import SCORE_PY, eventually
 
 
 def _stored_files(server: Server, deploy_id: str) -> list[str]:
@@ -124,3 +127,30 @@ def test_lifecycle_commands_and_their_exit_codes(server: Server, tmp_path: Path)
     assert bad_token.returncode == 3 and "not_authenticated" in bad_token.stderr
     nowhere = server.cli("list", "--server", "http://127.0.0.1:9")
     assert nowhere.returncode == 4 and "cannot reach" in nowhere.stderr
+
+
+def test_logs_follow_prints_until_the_deployment_stops(server: Server, tmp_path: Path) -> None:
+    folder = write_package(tmp_path / "pkg", {"model": "cli-follow"}, {"score.py": SCORE_PY})
+    deploy_id = json.loads(server.cli("push", folder, "--wait", "--json").stdout)["deploy_id"]
+    printed = tmp_path / "follow.out"
+    with printed.open("w") as out:
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "deployserver.cli", "logs", deploy_id, "--follow"],
+            env=server.cli_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        eventually(lambda: "ready" in printed.read_text(), what="the cell's output so far")
+        assert follow.poll() is None  # still following
+        server.api.post(f"/api/v1/deployments/{deploy_id}/stop")
+        assert follow.wait(timeout=120) == 0, printed.read_text()  # ends once stopped
+    finally:
+        follow.kill()
+
+
+def test_new_lines_is_what_a_later_tail_adds() -> None:
+    assert new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]
+    assert new_lines(["a", "b"], ["a", "b"]) == []
+    assert new_lines([], ["x"]) == ["x"]
+    assert new_lines(["old"], ["new"]) == ["new"]  # rotated past what we saw: all of it
