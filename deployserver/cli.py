@@ -1,4 +1,5 @@
-"""The ``deployserver`` command line: serve, db upgrade/downgrade, token and user."""
+"""The ``deployserver`` command line: serve, db upgrade/downgrade, token and user, and the
+client commands (init, push, status, list, logs, predict, ...: see ``cli_client``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from deployserver import cli_auth
+from deployserver import cli_auth, cli_client
 from deployserver.config import Settings
 from deployserver.errors import DeployServerError
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_server_options(p)
         p.set_defaults(func=_db)
     cli_auth.add_commands(sub, _add_server_options, _settings_from)
+    cli_client.add_commands(sub)
     return parser
 
 

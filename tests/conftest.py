@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,33 +16,18 @@ import httpx
 import pytest
 from docker.errors import DockerException, NotFound
 from fastapi import FastAPI
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from deployserver.config import Settings
 from deployserver.main import create_app
 from tests.fakes import FakeRuntime
-from tests.helpers import ADMIN_TOKEN, bearer, serve
-
-PG_ADMIN_URL = os.environ.get("DEPLOYSERVER_TEST_DATABASE_URL")
+from tests.helpers import ADMIN_TOKEN, bearer, fresh_database_url, serve
 
 
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str]:
     """SQLite in the test's folder, or a new PostgreSQL database dropped afterwards."""
-    if not PG_ADMIN_URL:
-        yield f"sqlite:///{tmp_path / 'data' / 'deployserver.db'}"
-        return
-    name = f"ds_test_{secrets.token_hex(6)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database_url(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
 import tarfile
 import threading
@@ -21,6 +22,31 @@ from deployserver.state import AppState
 
 ADMIN_TOKEN = f"test-admin-{secrets.token_hex(32)}"
 """The admin token the test servers are configured with (DEPLOYSERVER_ADMIN_TOKEN)."""
+
+
+PG_ADMIN_URL = os.environ.get("DEPLOYSERVER_TEST_DATABASE_URL")
+"""A PostgreSQL server to test against (each test gets a fresh database); else SQLite."""
+
+
+@contextmanager
+def fresh_database_url(folder: Path) -> Iterator[str]:
+    """SQLite under ``folder/data``, or a new PostgreSQL database dropped afterwards."""
+    if not PG_ADMIN_URL:
+        yield f"sqlite:///{folder / 'data' / 'deployserver.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"ds_test_{secrets.token_hex(6)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def bearer(token: str) -> dict[str, str]:
