@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     webhook_backoff: float = Field(default=0.5, gt=0)
     """First wait between webhook tries; doubles up to 30 s."""
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        """Absolute from the start: cells run in other folders, Docker needs host paths."""
+        return value.expanduser().resolve()
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL in force: the configured one or the embedded SQLite file."""

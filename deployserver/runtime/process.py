@@ -45,8 +45,8 @@ class ProcessRuntime:
     name = NAME
 
     def __init__(self, data_dir: Path, instance: str, python: str = sys.executable) -> None:
-        self.root = data_dir / "cells"
-        self.envs = data_dir / "envs"
+        self.root = data_dir.resolve() / "cells"  # cells run in their model folder
+        self.envs = data_dir.resolve() / "envs"
         self.instance = instance
         self.python = python
         self.root.mkdir(parents=True, exist_ok=True)
