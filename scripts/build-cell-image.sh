@@ -23,6 +23,12 @@ source scripts/lib.sh
 parse_flags force offline -- "$@"
 
 tag="$("${PYTHON:-python3}" -m deployserver.images cell-tag)"
+# The wheelhouse is kept even when the image exists: it is what makes a rebuild (or the
+# server's own ensure_cell_image) possible offline later.
+if [[ $flag_offline -eq 0 ]] && ! compgen -G "wheelhouse/cell/*.whl" >/dev/null; then
+    echo "build-cell-image: downloading wheels into wheelhouse/cell" >&2
+    download_wheels wheelhouse/cell -r serving_cell/requirements.txt
+fi
 if [[ $flag_force -eq 0 ]] && docker image inspect "$tag" >/dev/null 2>&1; then
     echo "build-cell-image: $tag already exists (use --force to rebuild)" >&2
     docker tag "$tag" deployserver/cell:latest
@@ -32,7 +38,7 @@ fi
 
 base="$(resolve_base_image)"
 if [[ $flag_offline -eq 0 ]]; then
-    echo "build-cell-image: downloading wheels into wheelhouse/cell" >&2
+    echo "build-cell-image: refreshing wheels in wheelhouse/cell" >&2
     download_wheels wheelhouse/cell -r serving_cell/requirements.txt
 fi
 
