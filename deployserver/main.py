@@ -21,6 +21,7 @@ from deployserver.handlers import install_error_handlers
 from deployserver.metrics import ServerMetrics
 from deployserver.predictions import PredictionWorker
 from deployserver.proxy import ServeProxy, cell_session
+from deployserver.readcache import RecordCache
 from deployserver.reconciler import Reconciler
 from deployserver.routes import RouteTable
 from deployserver.runtime.base import CellRuntime
@@ -51,6 +52,8 @@ def create_app(
         db.upgrade(url)
         engine = db.make_engine(url)
         sessions = db.make_sessionmaker(engine)
+        record_cache = RecordCache()
+        record_cache.watch(sessions)
         with sessions.begin() as session:
             auth.ensure_admin_token(session, settings=settings, now=clock())
         cell_runtime = runtime or build_runtime(settings, instance_id(settings.data_dir))
@@ -84,6 +87,7 @@ def create_app(
             worker=worker,
             metrics=ServerMetrics(),
             token_cache=TokenCache(),
+            record_cache=record_cache,
             clock=clock,
         )
         log.info("database %s, data folder %s", engine.url.render_as_string(), settings.data_dir)

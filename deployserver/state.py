@@ -15,6 +15,7 @@ from deployserver.config import Settings
 from deployserver.metrics import ServerMetrics
 from deployserver.orm import utcnow
 from deployserver.predictions import PredictionWorker
+from deployserver.readcache import RecordCache
 from deployserver.reconciler import Reconciler
 from deployserver.routes import RouteTable
 from deployserver.runtime.base import CellRuntime
@@ -37,5 +38,6 @@ class AppState:
     worker: PredictionWorker
     metrics: ServerMetrics
     token_cache: TokenCache
+    record_cache: RecordCache
     clock: Callable[[], datetime] = field(default=utcnow)
     """Now, in UTC; tests pass their own to move time without sleeping."""

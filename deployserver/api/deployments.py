@@ -90,9 +90,26 @@ def list_deployments(
     return DeploymentList(items=[records.to_read(d) for d in page], next_cursor=next_cursor)
 
 
-@router.get("/{deploy_id}", response_model=DeploymentRead, dependencies=[require_scope("read")])
-def get_deployment(deploy_id: str, session: SessionDep) -> DeploymentRead:
-    return records.to_read(records.get_deployment(session, deploy_id))
+@router.get(
+    "/{deploy_id}",
+    response_model=DeploymentRead,
+    dependencies=[require_scope("read")],
+    response_class=Response,
+)
+async def get_deployment(deploy_id: str, state: StateDep) -> Response:
+    """The record, as polled by clients: served from memory until a write changes it."""
+    body = state.record_cache.get(deploy_id)
+    if body is None:
+        generation = state.record_cache.generation
+
+        def read() -> bytes:
+            with state.sessions() as session:
+                record = records.to_read(records.get_deployment(session, deploy_id))
+            return record.model_dump_json().encode()
+
+        body = await anyio.to_thread.run_sync(read)
+        state.record_cache.put(deploy_id, body, generation)
+    return Response(body, media_type="application/json")
 
 
 @router.get(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 
@@ -77,8 +78,10 @@ class ScopeGuard(Guard):
     def __init__(self, scope: str) -> None:
         self.scope = scope
 
-    def __call__(self, state: StateDep, token: BearerDep) -> Principal:
-        return self.check(state, token)
+    async def __call__(self, state: StateDep, token: BearerDep) -> Principal:
+        if token and state.token_cache.get(token) is not None:
+            return self.check(state, token)  # answered from memory: no thread hop
+        return await anyio.to_thread.run_sync(self.check, state, token)
 
 
 class ModelPredictGuard(Guard):
