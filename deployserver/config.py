@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     """Most processes/threads in one cell."""
     health_first_delay: float = Field(default=0.05, gt=0)
     """Seconds before the second health ping of a new cell (the first goes at once)."""
-    health_max_delay: float = Field(default=2.0, gt=0)
+    health_max_delay: float = Field(default=0.5, gt=0)
     """Longest wait between two health pings of a new cell."""
     health_deadline: float = Field(default=180.0, gt=0)
     """Seconds a new cell has to become ready before it is failed."""

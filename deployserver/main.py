@@ -10,6 +10,7 @@ from datetime import datetime
 
 import httpx
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from deployserver import auth, db, orm
 from deployserver.api import auth as auth_api
@@ -30,6 +31,15 @@ from deployserver.state import AppState
 from deployserver.token_cache import TokenCache
 
 log = logging.getLogger("deployserver")
+
+
+class DeployServerApp(FastAPI):
+    """FastAPI with /serve/{model}/... in front of its whole middleware stack: that is the
+    data path, and it needs none of the API's layers (it checks its own token: the
+    'predict' scope, or none for a public model)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ServeProxy(super().build_middleware_stack())
 
 
 def create_app(
@@ -108,7 +118,7 @@ def create_app(
             await session_to_cells.close()
             engine.dispose()
 
-    app = FastAPI(title="deployserver", version="0.1.0", lifespan=lifespan)
+    app = DeployServerApp(title="deployserver", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(deployments.router)
@@ -119,7 +129,4 @@ def create_app(
     app.include_router(users.router)
     app.include_router(auth_api.router)
     check_guarded(app)
-    # /serve/{model}/... is the data path: a plain ASGI layer in front of the routes
-    # (its own token check: the 'predict' scope, or none for a public model).
-    app.add_middleware(ServeProxy)
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from deployserver.errors import DeployServerError, NotAuthenticated, PermissionDenied
 from deployserver.routes import Route, RouteTable
 
+log = logging.getLogger("deployserver.proxy")
 PREFIX = "/serve/"
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SMALL_BODY = 64 * 1024
