@@ -18,17 +18,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m serving_cell", description="Serve one model folder over HTTP."
     )
-    parser.add_argument("--model-dir", required=True, type=Path,
-                        help="the deployment's folder with the scoring script or MLmodel")
+    parser.add_argument(
+        "--model-dir",
+        required=True,
+        type=Path,
+        help="the deployment's folder with the scoring script or MLmodel",
+    )
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--host", default="0.0.0.0",
-                        help="address to listen on (default 0.0.0.0, as inside a container)")
-    parser.add_argument("--entrypoint", default=None,
-                        help="'path/to/file.py:ClassName'; overrides metadata and detection")
-    parser.add_argument("--metadata", default=None, type=Path,
-                        help=f"JSON file with the deployment metadata; wins over ${METADATA_ENV}")
-    parser.add_argument("--log-level", default="info",
-                        choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--host",
+        default="0.0.0.0",
+        help="address to listen on (default 0.0.0.0, as inside a container)",
+    )
+    parser.add_argument(
+        "--entrypoint",
+        default=None,
+        help="'path/to/file.py:ClassName'; overrides metadata and detection",
+    )
+    parser.add_argument(
+        "--metadata",
+        default=None,
+        type=Path,
+        help=f"JSON file with the deployment metadata; wins over ${METADATA_ENV}",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
     return parser.parse_args(argv)
 
 

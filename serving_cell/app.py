@@ -36,12 +36,14 @@ async def ready(request: Request) -> Response:
 
 async def index(request: Request) -> Response:
     cell: Cell = request.app.state.cell
-    return JSONResponse({
-        "model": cell.name,
-        "version": cell.settings.model_version,
-        "contract": cell.adapter.contract if cell.adapter else None,
-        "state": str(cell.health.state),
-    })
+    return JSONResponse(
+        {
+            "model": cell.name,
+            "version": cell.settings.model_version,
+            "contract": cell.adapter.contract if cell.adapter else None,
+            "state": str(cell.health.state),
+        }
+    )
 
 
 async def cell_error(request: Request, exc: Exception) -> Response:

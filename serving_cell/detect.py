@@ -60,9 +60,7 @@ def parse_entrypoint(value: str) -> tuple[str, str]:
     """Split ``"path/to/file.py:ClassName"``; raise EntrypointError on a bad form."""
     file, sep, class_name = value.rpartition(":")
     if not sep or not file.endswith(".py") or not class_name.isidentifier():
-        raise EntrypointError(
-            f"entrypoint {value!r} must look like 'path/to/file.py:ClassName'"
-        )
+        raise EntrypointError(f"entrypoint {value!r} must look like 'path/to/file.py:ClassName'")
     pure = PurePosixPath(file)
     if pure.is_absolute() or ".." in pure.parts or "\\" in file:
         raise EntrypointError(f"entrypoint {value!r} must be a relative path inside the package")

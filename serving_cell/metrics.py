@@ -22,18 +22,24 @@ class Metrics:
     def __init__(self, cell: Cell) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "cell_requests", "HTTP requests answered, by endpoint, method and status.",
-            ["endpoint", "method", "status"], registry=self.registry,
+            "cell_requests",
+            "HTTP requests answered, by endpoint, method and status.",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "cell_request_duration_seconds", "Time to answer a request, by endpoint.",
-            ["endpoint", "method"], registry=self.registry,
+            "cell_request_duration_seconds",
+            "Time to answer a request, by endpoint.",
+            ["endpoint", "method"],
+            registry=self.registry,
         )
-        load = Gauge("cell_model_load_seconds", "Seconds the model took to load.",
-                     registry=self.registry)
+        load = Gauge(
+            "cell_model_load_seconds", "Seconds the model took to load.", registry=self.registry
+        )
         load.set_function(lambda: cell.load_seconds or 0.0)
-        ready = Gauge("cell_model_ready", "1 once the model is loaded, else 0.",
-                      registry=self.registry)
+        ready = Gauge(
+            "cell_model_ready", "1 once the model is loaded, else 0.", registry=self.registry
+        )
         ready.set_function(lambda: 1.0 if cell.health.ready else 0.0)
 
     async def endpoint(self, request: Request) -> Response:

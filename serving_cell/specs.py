@@ -22,8 +22,16 @@ class _Mismatch(Exception):
 
 
 def _describe(value: Any) -> str:
-    names = {bool: "bool", int: "int", float: "double", str: "string", dict: "dict",
-             list: "array", bytes: "file", type(None): "null"}
+    names = {
+        bool: "bool",
+        int: "int",
+        float: "double",
+        str: "string",
+        dict: "dict",
+        list: "array",
+        bytes: "file",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -81,8 +89,10 @@ def _check(
     missing = [name for name in names if name not in value]
     unknown = sorted(set(value) - set(names))
     if missing or unknown:
-        parts = [f"missing fields {missing}" if missing else "",
-                 f"unknown fields {unknown}" if unknown else ""]
+        parts = [
+            f"missing fields {missing}" if missing else "",
+            f"unknown fields {unknown}" if unknown else "",
+        ]
         raise error(f"{what} does not match the spec: {'; '.join(p for p in parts if p)}")
     checked: dict[str, Any] = {}
     for field in spec:
@@ -95,9 +105,7 @@ def _check(
     return checked
 
 
-def check_inputs(
-    spec: list[dict[str, str]] | None, inputs: Any, *, form: bool = False
-) -> Any:
+def check_inputs(spec: list[dict[str, str]] | None, inputs: Any, *, form: bool = False) -> Any:
     """The inputs, converted per spec (form text to numbers, base64 to bytes); 400 if wrong."""
     if not spec:
         return inputs

@@ -12,9 +12,19 @@ except ImportError:  # numpy is optional in the cell image
     np = None  # type: ignore[assignment]
 
 NUMPY_TYPES = {
-    "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
-    "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-    "FP16": "float16", "FP32": "float32", "FP64": "float64", "BYTES": "object",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "object",
 }
 _BY_KIND = {"b": "BOOL", "i": "INT", "u": "UINT", "f": "FP"}
 
@@ -72,8 +82,9 @@ def decode(tensor: Any, raw: bytes | None = None) -> Any:
             raise TensorError(f"input {name!r}: {exc}") from exc
     flat = _split_bytes(raw) if raw is not None else _flatten(tensor["data"])
     if len(flat) != math.prod(shape):
-        raise TensorError(f"input {name!r}: shape {shape} needs {math.prod(shape)} "
-                          f"values, got {len(flat)}")
+        raise TensorError(
+            f"input {name!r}: shape {shape} needs {math.prod(shape)} values, got {len(flat)}"
+        )
     if datatype == "BYTES":
         flat = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in flat]
     if np is None:
@@ -120,6 +131,7 @@ def encode(name: str, value: Any) -> dict[str, Any]:
         data, shape = _flatten(value), _shape(value)
         datatype = _leaf_type(data)
     if datatype == "BYTES":
-        data = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
-                for v in data]
+        data = [
+            v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in data
+        ]
     return {"name": name, "datatype": datatype, "shape": shape, "data": data}

@@ -54,8 +54,9 @@ def _spec_tensors(spec: list[dict[str, str]] | None) -> list[dict[str, Any]]:
         data_type = field.get("data_type", "")
         base = data_type.removeprefix("array_")
         shape = [-1] if base != data_type else [1]
-        tensors_.append({"name": field["name"], "datatype": SPEC_TO_V2.get(base, "BYTES"),
-                         "shape": shape})
+        tensors_.append(
+            {"name": field["name"], "datatype": SPEC_TO_V2.get(base, "BYTES"), "shape": shape}
+        )
     return tensors_
 
 
@@ -75,13 +76,15 @@ async def ready(request: Request) -> Response:
 async def model_metadata(request: Request) -> Response:
     cell = _cell(request)
     version = cell.settings.model_version
-    return JSONResponse({
-        "name": cell.name,
-        "versions": [version] if version else [],
-        "platform": cell.adapter.contract if cell.adapter else "",
-        "inputs": _spec_tensors(cell.settings.input_spec),
-        "outputs": _spec_tensors(cell.settings.output_spec),
-    })
+    return JSONResponse(
+        {
+            "name": cell.name,
+            "versions": [version] if version else [],
+            "platform": cell.adapter.contract if cell.adapter else "",
+            "inputs": _spec_tensors(cell.settings.input_spec),
+            "outputs": _spec_tensors(cell.settings.output_spec),
+        }
+    )
 
 
 def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
