@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     """Seconds between two health pings of each ready cell."""
     crash_loop_budget: int = Field(default=5, ge=0)
     """Restarts of a crashing cell before it is failed."""
+    crash_forgive_seconds: float = Field(default=600.0, gt=0)
+    """A cell healthy this long after its last start has its crash count reset."""
     restart_backoff: float = Field(default=1.0, gt=0)
     """First wait before restarting a crashed cell; doubles each time."""
     restart_backoff_max: float = Field(default=60.0, gt=0)

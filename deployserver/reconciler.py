@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -432,10 +433,21 @@ class Reconciler(Service):
             await anyio.to_thread.run_sync(self._touch, healthy)
 
     def _touch(self, deploy_ids: list[str]) -> None:
+        """Record the answers; a cell healthy for a while since it started has its crash
+        count forgiven, so only crashes close together make a crash loop."""
+        now = orm.utcnow()
         with self.sessions.begin() as session:
             seqs = select(orm.Deployment.seq).where(orm.Deployment.deploy_id.in_(deploy_ids))
             session.execute(
+                update(orm.Cell).where(orm.Cell.deployment_seq.in_(seqs)).values(last_health_at=now)
+            )
+            stable_since = now - timedelta(seconds=self.settings.crash_forgive_seconds)
+            session.execute(
                 update(orm.Cell)
-                .where(orm.Cell.deployment_seq.in_(seqs))
-                .values(last_health_at=orm.utcnow())
+                .where(
+                    orm.Cell.deployment_seq.in_(seqs),
+                    orm.Cell.crashes > 0,
+                    orm.Cell.started_at < stable_since,
+                )
+                .values(crashes=0)
             )

@@ -7,7 +7,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from tests.helpers import multipart, wait_for_status
+import pytest
+from sqlalchemy import select
+
+from deployserver import orm
+from tests.helpers import eventually, multipart, wait_for_status
 from tests.lifecycle.conftest import Rig
 from tests.lifecycle.packages import package
 
@@ -211,3 +215,23 @@ def test_bad_requirement_is_refused_at_upload(rig: Rig) -> None:
         resp = rig.api.post("/api/v1/deployments", files=multipart(metadata, files))
         assert resp.status_code == 422, (bad, resp.text)
         assert resp.json()["error"]["code"] == "invalid_metadata"
+
+
+@pytest.mark.parametrize("runtime_kind", ["fake"], indirect=True)
+def test_a_long_healthy_cell_has_its_crashes_forgiven(rig: Rig) -> None:
+    """The reconciler's rule, the same on every runtime: crashes far apart are no loop."""
+    rig.settings.crash_forgive_seconds = 0.01
+    rig.settings.watch_interval = 0.05
+    up = _upload(rig, "good", "forgiven")
+    cell = wait_for_status(rig.api, up["deploy_id"], "ready")["cell"]
+    rig.kill(cell["id"])
+    record = rig.api.get(f"/api/v1/deployments/{up['deploy_id']}").json()
+    while record["cell"] is None or record["cell"]["id"] == cell["id"]:
+        record = wait_for_status(rig.api, up["deploy_id"], "ready")
+
+    def forgiven() -> bool:
+        with rig.app.state.ds.sessions() as session:
+            return all(c.crashes == 0 for c in session.scalars(select(orm.Cell)))
+
+    eventually(forgiven, timeout=30, what="crash count forgiven")
+    assert record["cell"]["restarts"] == 1  # restarts still count every restart
