@@ -147,7 +147,7 @@ def free_port() -> int:
 
 @contextmanager
 def server_process(
-    data_dir: Path, env: dict[str, str] | None = None
+    data_dir: Path, env: dict[str, str] | None = None, *, reap: bool = True
 ) -> Iterator[tuple[str, Any, str]]:
     """``deployserver serve`` as a real subprocess on a free port; yields (url, Popen,
     admin token): DEPLOYSERVER_ADMIN_TOKEN when ``env`` sets it, else the token the
@@ -197,6 +197,8 @@ def server_process(
     finally:
         proc.terminate()
         proc.wait(30)
+        if reap:
+            reap_instance(data_dir)
         log.close()
 
 
@@ -266,3 +268,30 @@ def eventually(check: Any, timeout: float = 60.0, what: str = "condition") -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout:g} s")
         time.sleep(0.05)
+
+
+def reap_instance(data_dir: Path) -> None:
+    """Remove every cell a stopped server of ``data_dir`` left running (cells outlive their
+    server by design; a test must not leave them behind)."""
+    import contextlib
+    import os
+    import signal
+
+    for path in (data_dir / "cells").glob("*.json"):
+        if path.name.endswith(".metadata.json"):
+            continue
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = int(json.loads(path.read_text())["pid"])
+            if b"serving_cell" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(pid, signal.SIGKILL)
+    instance = data_dir / "instance-id"
+    if instance.exists():
+        import docker
+        from docker.errors import DockerException
+
+        with contextlib.suppress(DockerException):
+            client = docker.from_env()
+            label = f"deployserver.instance={instance.read_text().strip()}"
+            for container in client.containers.list(all=True, filters={"label": label}):
+                with contextlib.suppress(DockerException):
+                    container.remove(force=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,18 @@ def _runtime(kind: str, settings: Settings, fake: FakeRuntime) -> CellRuntime:
     from deployserver.runtime.docker import DockerRuntime
 
     return DockerRuntime(settings, instance_id(settings.data_dir))
+
+
+def reap(runtime: CellRuntime) -> None:
+    """Remove every cell of a server that has stopped: only then can no reconciler (or a
+    start still under way in a worker thread) bring one back behind our back."""
+    quiet_passes = 0
+    while quiet_passes < 2:
+        cells = runtime.list_cells()
+        for info in cells:
+            runtime.stop(info.id, timeout=2)
+        quiet_passes = quiet_passes + 1 if not cells else 0
+        time.sleep(0.2)
 
 
 def _killer(kind: str, runtime: CellRuntime) -> Callable[[str], None]:
@@ -86,15 +99,18 @@ def rig(
 ) -> Iterator[Rig]:
     runtime = _runtime(runtime_kind, lifecycle_settings, fake_runtime)
     app = create_app(lifecycle_settings, runtime=runtime)
-    with (
-        serve(app) as url,
-        httpx.Client(base_url=url, timeout=120, headers=bearer(ADMIN_TOKEN)) as api,
-    ):
-        rig = Rig(
-            runtime_kind, lifecycle_settings, runtime, app, api, _killer(runtime_kind, runtime)
-        )
-        try:
-            yield rig
-        finally:
-            for info in runtime.list_cells():
-                runtime.stop(info.id, timeout=2)
+    try:
+        with (
+            serve(app) as url,
+            httpx.Client(base_url=url, timeout=120, headers=bearer(ADMIN_TOKEN)) as api,
+        ):
+            yield Rig(
+                runtime_kind,
+                lifecycle_settings,
+                runtime,
+                app,
+                api,
+                _killer(runtime_kind, runtime),
+            )
+    finally:
+        reap(runtime)

@@ -90,7 +90,7 @@ def test_server_killed_mid_deploy_converges(
     data_dir = tmp_path / "data"
     env = {"DEPLOYSERVER_DATABASE_URL": database_url, "DEPLOYSERVER_RUNTIME": kind}
     metadata, files = package("slowish", "phoenix", parameters={"delay": 4})
-    with server_process(data_dir, env) as (url, proc, token):
+    with server_process(data_dir, env, reap=False) as (url, proc, token):  # cells live on
         api = httpx.Client(base_url=url, timeout=60, headers=bearer(token))
         ready_one = api.post(
             "/api/v1/deployments", files=multipart(*package("good", "steady"))
