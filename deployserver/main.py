@@ -82,7 +82,11 @@ def create_app(
             on_change=routes.invalidate,
         )
         worker = PredictionWorker(
-            settings=settings, sessions=sessions, routes=routes, client=proxy_client
+            settings=settings,
+            sessions=sessions,
+            routes=routes,
+            client=proxy_client,
+            cells=session_to_cells,
         )
         app.state.ds = AppState(
             settings=settings,

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx
 from sqlalchemy import delete, func, select, update
@@ -81,13 +82,15 @@ class PredictionWorker(Service):
         sessions: sessionmaker[Session],
         routes: RouteTable,
         client: httpx.AsyncClient,
+        cells: aiohttp.ClientSession,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.sessions = sessions
         self.routes = routes
-        self.client = client
+        self.client = client  # webhooks
+        self.cells = cells
         self.clock = clock
         self.secret = webhook_secret(settings)
         self._running: dict[str, int] = defaultdict(int)
@@ -230,8 +233,10 @@ class PredictionWorker(Service):
         finally:
             self._running[model] -= 1
             self.wake()
-        record = await anyio.to_thread.run_sync(self._finish, pid, *outcome)
-        if record is not None and webhook:
+        record = await anyio.to_thread.run_sync(
+            lambda: self._finish(pid, *outcome, record=bool(webhook))
+        )
+        if record and webhook:
             await self._deliver(pid, webhook, record)
 
     async def _call(
@@ -242,28 +247,29 @@ class PredictionWorker(Service):
             return "failed", None, None, f"no model {model!r}"
         if route.url is None:
             raise _CellDown(f"model {model!r} has no ready cell")
-        try:
-            resp = await self.client.post(
+        try:  # the data path's pooled client (aiohttp), as /serve uses
+            async with self.cells.post(
                 f"{route.url}/predict",
-                content=body,
+                data=body,
                 headers={"content-type": content_type},
-                timeout=self.settings.async_timeout,
-            )
-        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                timeout=aiohttp.ClientTimeout(total=self.settings.async_timeout),
+            ) as resp:
+                status, text = resp.status, await resp.text()
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
             self.routes.invalidate(model)
             raise _CellDown(f"the cell of {model!r} is unreachable: {exc}") from exc
-        except httpx.TimeoutException:
-            return "failed", route.deploy_id, None, "the cell did not answer in time"
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return "failed", route.deploy_id, None, f"the cell did not answer: {exc or 'timeout'}"
         try:
-            answer = resp.json()
+            answer = json.loads(text)
         except ValueError:
             answer = None
-        if resp.status_code == 200 and isinstance(answer, dict) and "predictions" in answer:
+        if status == 200 and isinstance(answer, dict) and "predictions" in answer:
             return "succeeded", route.deploy_id, answer["predictions"], None
-        message = resp.text[:2000]
+        message = text[:2000]
         if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
             message = str(answer["error"].get("message"))
-        return "failed", route.deploy_id, None, f"the cell answered {resp.status_code}: {message}"
+        return "failed", route.deploy_id, None, f"the cell answered {status}: {message}"
 
     def _requeue(self, pid: int, reason: str) -> None:
         with self.sessions.begin() as session:
@@ -276,16 +282,31 @@ class PredictionWorker(Service):
                 p.status, p.started_at = "queued", None
 
     def _finish(
-        self, pid: int, status: str, deploy_id: str | None, result: Any, error: str | None
+        self,
+        pid: int,
+        status: str,
+        deploy_id: str | None,
+        result: Any,
+        error: str | None,
+        *,
+        record: bool = False,
     ) -> dict[str, Any] | None:
+        """Store the outcome in one UPDATE; the whole record only when a webhook wants it."""
         with self.sessions.begin() as session:
-            p = session.get(orm.Prediction, pid)
-            if p is None:  # deleted while it ran
-                return None
-            p.status, p.deploy_id, p.result, p.error = status, deploy_id, result, error
-            p.completed_at = orm.utcnow()
-            session.flush()
-            return to_record(p)
+            done = session.execute(
+                update(orm.Prediction)
+                .where(orm.Prediction.id == pid)
+                .values(
+                    status=status,
+                    deploy_id=deploy_id,
+                    result=result,
+                    error=error,
+                    completed_at=orm.utcnow(),
+                )
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                return None  # deleted while it ran
+            return to_record(session.get_one(orm.Prediction, pid)) if record else {}
 
     async def _deliver(self, pid: int, url: str, record: dict[str, Any]) -> None:
         body = json.dumps(record, separators=(",", ":")).encode()

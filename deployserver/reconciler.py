@@ -117,10 +117,11 @@ class Reconciler(Service):
         """One pass: start an action for every deployment that needs one."""
         self.passes += 1
         self._tasks = {k: t for k, t in self._tasks.items() if not t.done()}
-        wanted, known = await anyio.to_thread.run_sync(self._load)
+        wanted = await anyio.to_thread.run_sync(self._load)
         found: dict[str, list[CellInfo]] = defaultdict(list)
         for info in await anyio.to_thread.run_sync(self.runtime.list_cells):
             found[info.deploy_id].append(info)
+        known = await anyio.to_thread.run_sync(self._existing, set(found))
         for w in wanted:
             if w.deploy_id not in self._tasks:
                 action = decide(w, found.get(w.deploy_id, []))
@@ -174,9 +175,19 @@ class Reconciler(Service):
         }[action]()
 
     # database side ----------------------------------------------------------------
-    def _load(self) -> tuple[list[Wanted], set[str]]:
+    def _existing(self, deploy_ids: set[str]) -> set[str]:
+        """Which of ``deploy_ids`` have a record (cells of the others are orphans)."""
+        if not deploy_ids:
+            return set()
         with self.sessions() as session:
-            known = set(session.scalars(select(orm.Deployment.deploy_id)))
+            return set(
+                session.scalars(
+                    select(orm.Deployment.deploy_id).where(orm.Deployment.deploy_id.in_(deploy_ids))
+                )
+            )
+
+    def _load(self) -> list[Wanted]:
+        with self.sessions() as session:
             rows = (
                 session.scalars(
                     select(orm.Deployment).where(
@@ -205,7 +216,7 @@ class Reconciler(Service):
                 )
                 for d in rows
             ]
-        return wanted, known
+        return wanted
 
     def _change(self, deploy_id: str, fn: Callable[[Session, orm.Deployment], None]) -> None:
         model = None

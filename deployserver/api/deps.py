@@ -72,6 +72,16 @@ class Guard:
         return f"{type(self).__name__}({self.scope!r})"
 
 
+def _cached_allowed(state: AppState, token: str | None, scope: str) -> Principal | None:
+    """The caller, when its token is in the cache, unexpired and holds ``scope``."""
+    principal = state.token_cache.get(token) if token else None
+    if principal is None or not principal.allows(scope):
+        return None
+    if principal.expires_at is not None and principal.expires_at <= state.clock():
+        return None
+    return principal
+
+
 class ScopeGuard(Guard):
     """The caller must hold ``scope``; answers the caller's Principal."""
 
@@ -91,6 +101,9 @@ class ModelPredictGuard(Guard):
     scope = "predict"
 
     def __call__(self, model: str, state: StateDep, token: BearerDep) -> Principal | None:
+        cached = _cached_allowed(state, token, self.scope)
+        if cached is not None:
+            return cached  # a known token with the scope: no need to ask if it is public
         with state.sessions() as session:
             if records.model_is_public(session, model):
                 return None
@@ -104,6 +117,9 @@ class PredictionGuard(Guard):
     scope = "predict"
 
     def __call__(self, request_id: str, state: StateDep, token: BearerDep) -> Principal | None:
+        cached = _cached_allowed(state, token, self.scope)
+        if cached is not None:
+            return cached
         with state.sessions() as session:
             model = session.scalar(
                 select(orm.Prediction.model).where(orm.Prediction.request_id == request_id)

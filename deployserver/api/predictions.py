@@ -61,7 +61,8 @@ async def submit_prediction(
             )
 
     await anyio.to_thread.run_sync(queue)
-    state.routes.invalidate(model)  # the model exists: no stale "unknown" may fail it
+    if not state.routes.known(model):
+        state.routes.invalidate(model)  # it exists: a cached "unknown" must not fail it
     state.worker.wake()
     response.headers["Location"] = f"/api/v1/predictions/{request_id}"
     return {"request_id": request_id, "status": "queued"}
