@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     """Longest wait between two health pings of a new cell."""
     health_deadline: float = Field(default=180.0, gt=0)
     """Seconds a new cell has to become ready before it is failed."""
-    reconcile_interval: float = Field(default=1.0, gt=0)
+    reconcile_interval: float = Field(default=2.0, gt=0)
     """Seconds between two passes of the reconciler."""
     watch_interval: float = Field(default=10.0, gt=0)
     """Seconds between two health pings of each ready cell."""
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     """Seconds /serve waits for a cell's answer (504 after)."""
     async_concurrency_per_model: int = Field(default=4, ge=1)
     """Asynchronous predictions one model's cell works on at once."""
-    async_poll_interval: float = Field(default=0.5, gt=0)
+    async_poll_interval: float = Field(default=2.0, gt=0)
     """Seconds between looks at the queue when nothing wakes the worker."""
     async_timeout: float = Field(default=300.0, gt=0)
     """Seconds a cell has to answer one asynchronous prediction."""
