@@ -46,6 +46,7 @@ class Wanted:
     crashes: int
     entrypoint: str
     meta: dict[str, Any]
+    activation: str | None = None
 
 
 def decide(w: Wanted, found: list[CellInfo]) -> str | None:
@@ -60,7 +61,7 @@ def decide(w: Wanted, found: list[CellInfo]) -> str | None:
         return "clean" if found else None
     if w.status == "ready":
         if any(c.running and c.id == w.cell_id for c in found):
-            return None
+            return "activate" if w.activation else None  # e.g. a rollback to a ready one
         return "rise" if any(c.running for c in found) else "recover"
     return "rise"  # received, stopped, or left mid-way (building/starting/stopping)
 
@@ -171,6 +172,9 @@ class Reconciler(Service):
             "recover": lambda: self._recover(w, found),
             "stop": lambda: self._stop(w, found),
             "clean": lambda: self._remove_all(w.deploy_id, found),
+            "activate": lambda: anyio.to_thread.run_sync(
+                self._change, w.deploy_id, self._settle_activation
+            ),
             "delete": lambda: self._delete(w, found),
         }[action]()
 
@@ -213,6 +217,7 @@ class Reconciler(Service):
                     crashes=d.cell.crashes if d.cell else 0,
                     entrypoint=d.entrypoint,
                     meta=d.meta,
+                    activation=d.activation,
                 )
                 for d in rows
             ]
@@ -256,15 +261,20 @@ class Reconciler(Service):
             lifecycle.set_status(session, d, "ready", f"ready after {took:.1f} s")
             if d.cell is not None:
                 d.cell.last_health_at = orm.utcnow()
-            if d.desired_state == "running" and lifecycle.should_activate(session, d):
-                lifecycle.activate(session, d)
-            elif d.activation is not None:
-                d.activation = None
-                if d.model.active_deploy_id != d.deploy_id:
-                    d.desired_state = "stopped"
-                    records.add_event(session, d, "superseded", "a newer version serves; stopping")
+            self._settle_activation(session, d)
 
         self._change(deploy_id, ready)
+
+    @staticmethod
+    def _settle_activation(session: Session, d: orm.Deployment) -> None:
+        """A ready deployment asked to serve takes over now, or learns a newer one serves."""
+        if d.desired_state == "running" and lifecycle.should_activate(session, d):
+            lifecycle.activate(session, d)
+        elif d.activation is not None:
+            d.activation = None
+            if d.model.active_deploy_id != d.deploy_id:
+                d.desired_state = "stopped"
+                records.add_event(session, d, "superseded", "a newer version serves; stopping")
 
     # actions ----------------------------------------------------------------------
     async def _rise(self, w: Wanted, found: list[CellInfo], *, restart: bool = False) -> None:

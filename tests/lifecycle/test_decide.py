@@ -8,8 +8,15 @@ from deployserver.reconciler import Wanted, decide
 from deployserver.runtime.base import CellInfo
 
 
-def _w(status: str, desired: str = "running", *, restart: bool = False, cell: str | None = "c1"):
-    return Wanted("d1", "m", 1, status, desired, restart, cell, 0, "score.py:Model", {})
+def _w(
+    status: str,
+    desired: str = "running",
+    *,
+    restart: bool = False,
+    cell: str | None = "c1",
+    activation: str | None = None,
+) -> Wanted:
+    return Wanted("d1", "m", 1, status, desired, restart, cell, 0, "score.py:Model", {}, activation)
 
 
 def _cell(cid: str = "c1", running: bool = True) -> CellInfo:
@@ -24,6 +31,7 @@ def _cell(cid: str = "c1", running: bool = True) -> CellInfo:
         (_w("starting"), [_cell()], "rise"),  # left mid-way: adopt and health-gate
         (_w("building"), [], "rise"),
         (_w("ready"), [_cell()], None),
+        (_w("ready", activation="always"), [_cell()], "activate"),  # rollback to a ready one
         (_w("ready"), [_cell(running=False)], "recover"),
         (_w("ready"), [], "recover"),
         (_w("ready", cell="other"), [_cell()], "rise"),  # a running cell not yet recorded

@@ -235,3 +235,19 @@ def test_a_long_healthy_cell_has_its_crashes_forgiven(rig: Rig) -> None:
 
     eventually(forgiven, timeout=30, what="crash count forgiven")
     assert record["cell"]["restarts"] == 1  # restarts still count every restart
+
+
+def test_rollback_to_a_version_that_is_still_ready(rig: Rig) -> None:
+    v1 = _upload(rig, "good", "rbready", parameters={"tag": "v1"})
+    wait_for_status(rig.api, v1["deploy_id"], "ready")
+    v2 = _upload(rig, "good", "rbready", parameters={"tag": "v2"})
+    wait_for_status(rig.api, v2["deploy_id"], "ready")
+    wait_for_status(rig.api, v1["deploy_id"], "stopped")
+    rig.api.post(f"/api/v1/deployments/{v1['deploy_id']}/start")  # ready, but not serving
+    assert wait_for_status(rig.api, v1["deploy_id"], "ready")["active"] is False
+    rig.api.post("/api/v1/models/rbready/rollback", json={"version": 1})
+    eventually(
+        lambda: _model(rig, "rbready")["active_deploy_id"] == v1["deploy_id"],
+        what="rolled back to the ready version",
+    )
+    wait_for_status(rig.api, v2["deploy_id"], "stopped")
