@@ -27,7 +27,11 @@ def run_bench(name: str, tmp_path: Path) -> list[dict[str, Any]]:
     figures: list[dict[str, Any]] = report["benchmarks"][name]["figures"]
     assert figures
     for fig in figures:
-        assert (fig["ratio"] is None and fig["note"] == "not available yet") or fig["ratio"] > 0
+        # a measured figure (an idle CPU share may truly be 0 over a tiny window), or the
+        # benchmark's own word that its route is missing: never an absent number
+        assert (fig["ratio"] is None and fig["note"] == "not available yet") or (
+            isinstance(fig["ratio"], (int, float)) and fig["ratio"] >= 0
+        )
         assert fig["name"] in done.stdout
     assert not list((tmp_path / "work").iterdir()), "the benchmark left scratch files"
     return figures
