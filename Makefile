@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: serve test setup images lint bench clean
+.PHONY: serve test setup images lint bench clean grpc-stubs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,15 @@ test: images
 bench: images
 	$(PY) -m bench $(BENCH_ARGS)
 
+# The gRPC service's Python modules, from serving_cell/protocols/v2grpc/inference.proto.
+grpc-stubs: setup
+	PYTHON=$(PY) scripts/generate-grpc-stubs.sh
+
+# Lint and types, as CI runs them before the tests (and .pre-commit-config.yaml on commit).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -21,13 +21,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import async_predictions, deploy, proxy, scale, upload
+from bench import async_predictions, batching, deploy, peers, proxy, replicas, scale, upload
 from bench.common import Figure, Options
+from bench.peers.servers import PEERS
 
 BENCHMARKS: dict[str, ModuleType] = {
-    m.NAME: m for m in (upload, deploy, proxy, scale, async_predictions)
+    m.NAME: m for m in (upload, deploy, proxy, scale, async_predictions, batching, peers, replicas)
 }
 RESULTS = Path(__file__).parent / "results"
+PEERS_DIR = Path(__file__).parent / ".peers"
 FULL = {"size": "1GiB", "cells": 50, "records": 1000, "duration": 10.0, "repeats": 3, "idle": 30.0}
 QUICK = {"size": "64MiB", "cells": 3, "records": 50, "duration": 2.0, "repeats": 3, "idle": 11.0}
 UNITS = {"g": 2**30, "m": 2**20, "k": 2**10, "": 1}
@@ -39,6 +41,19 @@ def parse_size(text: str) -> int:
     if found is None:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1GiB or 64MiB)")
     return int(float(found[1]) * UNITS[found[2]])
+
+
+def parse_peers(text: str) -> tuple[str, ...]:
+    """``none``, or a comma-separated list of the peers' names."""
+    if text.strip().lower() == "none":
+        return ()
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in PEERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown peers {unknown}: choose from {', '.join(PEERS)}, or 'none'"
+        )
+    return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +75,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         choices=sorted(BENCHMARKS),
         help="sample that benchmark's server with py-spy into bench/results/",
+    )
+    p.add_argument(
+        "--peers",
+        type=parse_peers,
+        default=tuple(PEERS),
+        help=f"servers the 'peers' benchmark compares with: comma-separated of "
+        f"{', '.join(PEERS)}, or 'none' for the cell alone (default: all)",
+    )
+    p.add_argument(
+        "--peers-dir",
+        type=Path,
+        default=PEERS_DIR,
+        help="where the peers' virtualenvs are installed once and reused (default bench/.peers)",
     )
     p.add_argument("--results", type=Path, default=RESULTS, help="where JSON and profiles go")
     p.add_argument("--work", type=Path, help="scratch folder (default: the system's temp)")
@@ -85,6 +113,8 @@ def options(args: argparse.Namespace, work: Path) -> Options:
         profile=args.profile,
         results=args.results,
         work=work,
+        peers=args.peers,
+        peers_dir=args.peers_dir.resolve(),
     )
 
 

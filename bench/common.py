@@ -59,6 +59,10 @@ class Options:
     """The benchmark whose server runs under py-spy, if any."""
     results: Path
     work: Path
+    peers: tuple[str, ...] = ()
+    """The other servers the peers benchmark installs and measures (none: the cell only)."""
+    peers_dir: Path = Path("bench/.peers")
+    """Where the peers' virtualenvs live between runs."""
 
 
 @dataclass
@@ -141,13 +145,16 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(opts: Options, runtime: str = "docker") -> Iterator[Server]:
-    """A real server process on its own data folder, with its product defaults; every
-    cell it started is removed afterwards (its cells outlive it by design)."""
+def server(
+    opts: Options, runtime: str = "docker", env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A real server process on its own data folder, with its product defaults (but for
+    ``env``); every cell it started is removed afterwards (its cells outlive it by design)."""
     data_dir = Path(tempfile.mkdtemp(prefix="server-", dir=opts.work)) / "data"
+    env = {"DEPLOYSERVER_RUNTIME": runtime, **(env or {})}
     try:
         with (
-            server_process(data_dir, {"DEPLOYSERVER_RUNTIME": runtime}) as (url, proc, token),
+            server_process(data_dir, env) as (url, proc, token),
             httpx.Client(base_url=url, headers=bearer(token), timeout=300) as client,
         ):
             yield Server(url, proc.pid, token, data_dir, client)

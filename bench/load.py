@@ -1,4 +1,5 @@
-"""HTTP load from its own process, to 127.0.0.1 only, bounded in time.
+"""HTTP load from its own process, bounded in time, to this machine only: 127.0.0.1, or
+a cell's address on a bridge the server made here (the direct-to-cell baseline).
 
 ``wrk`` (Debian's package) where it is installed: it is C, so on a 2-core machine it
 takes far less CPU from the server under test than any Python client would, and the
@@ -58,11 +59,26 @@ class LoadError(RuntimeError):
     """The load run had error answers: its figure would not be honest."""
 
 
+def on_this_machine(host: str) -> bool:
+    """Loopback, or an address the kernel routes straight onto a cell bridge of this
+    host (``ip route get`` asks the routing table; it sends nothing)."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return True
+    try:
+        found = subprocess.run(
+            ["ip", "-j", "route", "get", host], capture_output=True, text=True, timeout=5
+        )
+        route = json.loads(found.stdout)[0]
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return False
+    return str(route.get("dev", "")).startswith(("dsc", "dse")) and "gateway" not in route
+
+
 def run(target: Target, *, connections: int, duration: float) -> LoadStats:
     """Drive ``target`` with ``connections`` at once for ``duration`` seconds."""
     host = urlsplit(target.url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise ValueError(f"load goes to the loopback only, not {host}")
+    if not on_this_machine(host or ""):
+        raise ValueError(f"load goes to this machine only, not {host}")
     use_wrk = not target.python and target.poll is None and shutil.which("wrk") is not None
     generate = _wrk if use_wrk else _python
     stats = generate(target, connections, duration)

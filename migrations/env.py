@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from deployserver.config import Settings
-from deployserver.orm import Base
+from deployserver.store.orm import Base
 
 config = context.config
 target_metadata = Base.metadata

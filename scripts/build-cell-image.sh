@@ -22,7 +22,7 @@ source scripts/lib.sh
 
 parse_flags force offline -- "$@"
 
-tag="$("${PYTHON:-python3}" -m deployserver.images cell-tag)"
+tag="$("${PYTHON:-python3}" -m deployserver.runtime.images cell-tag)"
 # The wheelhouse is kept even when the image exists: it is what makes a rebuild (or the
 # server's own ensure_cell_image) possible offline later.
 if [[ $flag_offline -eq 0 ]] && ! compgen -G "wheelhouse/cell/*.whl" >/dev/null; then
@@ -44,7 +44,7 @@ fi
 
 context="$(mktemp -d "${TMPDIR:-/tmp}/deployserver-cell.XXXXXX")"
 trap 'rm -rf "$context"' EXIT
-"${PYTHON:-python3}" -m deployserver.images cell-context "$context" --wheelhouse wheelhouse/cell
+"${PYTHON:-python3}" -m deployserver.runtime.images cell-context "$context" --wheelhouse wheelhouse/cell
 
 echo "build-cell-image: building $tag on $base" >&2
 docker build --network none --pull=false \

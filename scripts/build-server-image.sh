@@ -2,7 +2,8 @@
 # Build the server image (top-level Dockerfile) offline, as deployserver/server:latest.
 #
 #   1. write the project's dependencies (pyproject.toml) to wheelhouse/server/requirements.txt
-#      and download their wheels, plus setuptools for installing the project (host, PyPI)
+#      and download their wheels, plus setuptools for installing the project (host, PyPI);
+#      skipped when that list is unchanged and its wheels are there
 #   2. docker build --network none (pip install --no-index inside)
 #
 # Usage: scripts/build-server-image.sh [--offline]
@@ -23,15 +24,24 @@ tag="${DEPLOYSERVER_SERVER_IMAGE:-deployserver/server:latest}"
 base="$(resolve_base_image)"
 if [[ $flag_offline -eq 0 ]]; then
     mkdir -p wheelhouse/server
-    "${PYTHON:-python3}" - > wheelhouse/server/requirements.txt <<'PY'
+    wanted="$("${PYTHON:-python3}" - <<'PY'
 import tomllib
 
 with open("pyproject.toml", "rb") as f:
     project = tomllib.load(f)
 print("\n".join([*project["project"]["dependencies"], *project["build-system"]["requires"]]))
 PY
-    echo "build-server-image: downloading wheels into wheelhouse/server" >&2
-    download_wheels wheelhouse/server -r wheelhouse/server/requirements.txt
+)"
+    # Same requirements as the wheels already there: no download, and Docker's layer
+    # cache keeps the dependencies' layer, so only the sources' layer is rebuilt.
+    if [[ "$wanted" == "$(cat wheelhouse/server/requirements.txt 2>/dev/null)" ]] \
+        && compgen -G "wheelhouse/server/*.whl" >/dev/null; then
+        echo "build-server-image: wheelhouse/server is up to date" >&2
+    else
+        echo "$wanted" > wheelhouse/server/requirements.txt
+        echo "build-server-image: downloading wheels into wheelhouse/server" >&2
+        download_wheels wheelhouse/server -r wheelhouse/server/requirements.txt
+    fi
 fi
 
 echo "build-server-image: building $tag on $base" >&2

@@ -15,7 +15,7 @@ download_wheels() {
 }
 
 # resolve_base_image: the base the Dockerfiles build on, the same rule as
-# deployserver.images.resolve_base_image: $DEPLOYSERVER_BASE_IMAGE, else python:3.11-slim
+# deployserver.runtime.images.resolve_base_image: $DEPLOYSERVER_BASE_IMAGE, else python:3.11-slim
 # if present locally, else deployserver/base:bookworm. Fails if it is not present.
 resolve_base_image() {
     local base="${DEPLOYSERVER_BASE_IMAGE:-}"

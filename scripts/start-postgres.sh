@@ -30,5 +30,8 @@ DO \$\$ BEGIN
     CREATE ROLE $PGUSER_NAME LOGIN CREATEDB PASSWORD '$PGPASS';
   END IF;
 END \$\$;
+-- DROP DATABASE ... WITH (FORCE) ends every session on the test database, including
+-- ones of other roles (autovacuum's): that needs pg_signal_backend
+GRANT pg_signal_backend TO $PGUSER_NAME;
 SQL
 echo "postgresql+psycopg://$PGUSER_NAME:$PGPASS@127.0.0.1:$PGPORT/postgres"

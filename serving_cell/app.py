@@ -11,13 +11,15 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from serving_cell.cell import Cell
 from serving_cell.errors import CellError
 from serving_cell.metrics import Metrics, MetricsMiddleware
-from serving_cell.protocols import mlflow, seldon, v2
+from serving_cell.protocols import budgetml, mlflow, seldon, v2
 from serving_cell.protocols.predict import predict
+from serving_cell.protocols.shapes import error_response
+from serving_cell.protocols.v2grpc.lifespan import grpc_service
 from serving_cell.settings import CellSettings
 
 logger = logging.getLogger("serving_cell")
@@ -46,22 +48,24 @@ async def index(request: Request) -> Response:
     )
 
 
+# Errors are answered in the shape of the protocol the path belongs to (protocols.shapes).
 async def cell_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CellError)
-    return JSONResponse(exc.to_json(), status_code=exc.status_code)
+    path, native = request.url.path, exc.native_code
+    return error_response(path, exc.status_code, exc.code, exc.message, native_code=native)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    body = {"error": {"code": code, "message": str(exc.detail)}}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    path = request.url.path
+    return error_response(path, exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error", exc_info=exc)
-    body = {"error": {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}}
-    return JSONResponse(body, status_code=500)
+    message = f"{type(exc).__name__}: {exc}"
+    return error_response(request.url.path, 500, "internal_error", message)
 
 
 def create_app(settings: CellSettings) -> Starlette:
@@ -75,7 +79,12 @@ def create_app(settings: CellSettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tasks:
+        # gRPC outside the task group: cancelling a load must not cancel its stop
+        async with (
+            grpc_service(cell, settings.grpc_address) as grpc_port,
+            anyio.create_task_group() as tasks,
+        ):
+            app.state.grpc_port = grpc_port  # the port taken (tests ask for any free one)
             tasks.start_soon(cell.load)
             yield
             tasks.cancel_scope.cancel()  # a load still running is abandoned at shutdown
@@ -89,6 +98,7 @@ def create_app(settings: CellSettings) -> Starlette:
         *v2.routes(),
         *seldon.routes(),
         *mlflow.routes(),
+        *budgetml.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -100,5 +110,5 @@ def create_app(settings: CellSettings) -> Starlette:
         },
     )
     app.state.cell = cell
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=list[BaseRoute](routes))
     return app

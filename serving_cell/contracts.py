@@ -31,6 +31,9 @@ class Call:
     """Column names, when the protocol carries them (Seldon ``data.names``)."""
     request: Any = None
     """The HTTP request (a Starlette ``Request``); BudgetML predictors are given it."""
+    argument: Any = None
+    """What a BudgetML predictor is given instead of the request, as BudgetML's own
+    server gives it: ``/predict_dict``'s payload, ``/predict_image``'s uploaded file."""
 
 
 class MissingMethod(TypeError):
@@ -121,7 +124,8 @@ class ModelAdapter(Adapter):
     def construct(self) -> Any:
         assert self.cls is not None
         # A Model whose __init__ takes no folder still works: it just isn't given one.
-        if _positional(self.cls.__init__)[1:]:
+        # (A class's signature is its __init__'s without self; object's is empty.)
+        if _positional(self.cls):
             return self.cls(self.model_dir, **self.settings.parameters)
         return self.cls(**self.settings.parameters)
 
@@ -139,10 +143,9 @@ class SeldonAdapter(Adapter):
     def construct(self) -> Any:
         assert self.cls is not None
         params = self.settings.parameters
-        # object.__init__ shows **kwargs in its signature yet takes none: check it is ours.
-        takes_uri = self.cls.__init__ is not object.__init__ and accepted_kwargs(
-            self.cls.__init__, {"model_uri": 1}
-        )
+        # The class's own signature: a class without an __init__ of its own shows none
+        # (object.__init__'s **kwargs would suggest it takes any, which it does not).
+        takes_uri = bool(accepted_kwargs(self.cls, {"model_uri": 1}))
         if "model_uri" not in params and takes_uri:
             params["model_uri"] = self.model_dir
         instance = self.cls(**params)
@@ -224,7 +227,8 @@ class BudgetMLAdapter(Adapter):
     signature_hint = "async predict(request)"
 
     async def predict(self, call: Call) -> Any:
-        return await call_maybe_async(self.instance.predict, call.request)
+        given = call.request if call.argument is None else call.argument
+        return await call_maybe_async(self.instance.predict, given)
 
 
 class MLflowAdapter(Adapter):

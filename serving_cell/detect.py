@@ -42,6 +42,8 @@ def _classes(path: Path) -> dict[str, ast.ClassDef]:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError) as exc:
         raise EntrypointError(f"{path.name} is not valid Python: {exc}") from exc
+    except (RecursionError, MemoryError) as exc:
+        raise EntrypointError(f"{path.name} is nested too deeply to read") from exc
     return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
 
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one cell: requests and latency per endpoint, model load time."""
+"""Prometheus metrics of one cell: requests and latency per endpoint, model load time,
+batch sizes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from serving_cell.cell import Cell
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
@@ -41,6 +44,20 @@ class Metrics:
             "cell_model_ready", "1 once the model is loaded, else 0.", registry=self.registry
         )
         ready.set_function(lambda: 1.0 if cell.health.ready else 0.0)
+        # Batching deployments only (metadata "batching"): does it batch, and how much?
+        batch_size = Histogram(
+            "cell_batch_size",
+            "Requests in each call of a batching model's predict.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        cell.batch_observers.append(batch_size.observe)
+        waiting = Gauge(
+            "cell_batch_waiting",
+            "Requests waiting for their batch to go to the model.",
+            registry=self.registry,
+        )
+        waiting.set_function(lambda: cell.batcher.waiting if cell.batcher else 0)
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

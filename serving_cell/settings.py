@@ -17,7 +17,9 @@ class MetadataError(ValueError):
     """The metadata given to the cell is not a JSON object."""
 
 
-def read_metadata(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> dict:
+def read_metadata(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> dict[str, Any]:
     """The deployment metadata: the ``--metadata`` file when given, else the env var.
 
     The file wins because it is the more explicit of the two (a flag on the command line
@@ -46,6 +48,8 @@ class CellSettings:
     metadata: dict[str, Any] = field(default_factory=dict)
     entrypoint: str | None = None
     """Explicit ``file.py:Class``; falls back to ``metadata["entrypoint"]``, then detection."""
+    grpc_address: str | None = None
+    """``host:port`` of the Open Inference Protocol's gRPC service; None: no gRPC."""
 
     @property
     def model_name(self) -> str:

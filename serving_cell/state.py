@@ -104,7 +104,7 @@ class Health:
         script made during load keep writing through the tee after it is switched off.
         """
         out, err = _Tee(sys.stdout, self.logs), _Tee(sys.stderr, self.logs)
-        sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+        sys.stdout, sys.stderr = out, err
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,45 @@ from deployserver.config import Settings
 from deployserver.main import create_app
 from tests.fakes import FakeRuntime
 from tests.helpers import ADMIN_TOKEN, bearer, fresh_database_url, serve
+from tests.swarmkit import SwarmSession, local_registry, remove_network, untag_registry_images
+
+ONCE = (
+    "serving_cell/",
+    "runtime/",
+    "deploy/",
+    "bench/",
+    "control/",
+    "client/test_packing.py",
+    "client/test_layering.py",
+    "upload/test_multipart.py",
+    "upload/test_unpack.py",
+    "upload/test_storage.py",
+    "serving/test_jsonstream.py",
+    "serving/test_grpcwire.py",
+    "ui/",
+    "security/test_login_floods.py",
+    "security/test_openapi_fuzz.py",
+)
+"""Tests that never touch the server's database (the cell package, images, the compose
+and benchmark smoke runs, pure units) or whose subject does not depend on it (the login
+floods measure limits held in memory; the UI drives pages; the fuzz hunts 5xx answers of
+the HTTP layer): marked ``once``, so CI's PostgreSQL pass leaves
+them to the SQLite pass instead of running them twice."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        where = item.path.resolve().relative_to(here).as_posix()
+        if where.startswith(ONCE) or _real_runtime(item):
+            item.add_marker(pytest.mark.once)
+
+
+def _real_runtime(item: pytest.Item) -> bool:
+    """A lifecycle test on a real runtime (process, Docker, Swarm): it tests the runtime;
+    the same test on the fake runtime runs the same database steps on each database."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("runtime_kind", "fake") != "fake"
 
 
 @pytest.fixture
@@ -79,12 +119,50 @@ def anon(base_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def swarm(docker_client: docker.DockerClient) -> Iterator[SwarmSession]:
+    """The local engine as a one-node swarm manager (``docker swarm init --advertise-addr
+    127.0.0.1``), left again at the end; a swarm it was already in stays as it was."""
+    session = SwarmSession(docker_client)
+    try:
+        session.ensure()
+        yield session
+    finally:
+        session.leave()
+
+
+@pytest.fixture(scope="session")
+def swarm_registry(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+) -> Iterator[str]:
+    """A real registry (Debian's docker-registry) on a loopback port, for the session."""
+    with local_registry(tmp_path_factory.mktemp("registry")) as address:
+        try:
+            yield address
+        finally:
+            untag_registry_images(docker_client, address)
+
+
+@pytest.fixture(scope="session")
+def swarm_network(swarm: SwarmSession, docker_client: docker.DockerClient) -> Iterator[str]:
+    """The name of the cells' overlay network the Swarm tests' servers share (each
+    server makes it when missing); removed at the end."""
+    swarm.ensure()
+    name = f"ds-test-{secrets.token_hex(4)}-cells"
+    try:
+        yield name
+    finally:
+        remove_network(docker_client, f"{name}-egress")  # made for cells with egress
+        remove_network(docker_client, name)
+
+
 TEST_LABEL = "deployserver.test"
 
 
 @pytest.fixture(scope="session")
 def test_labels() -> dict[str, str]:
-    """Labels for every container a test creates; the session removes all that carry them."""
+    """Labels for every container or network a test creates; the session removes all
+    that carry them."""
     return {TEST_LABEL: "1"}
 
 
@@ -104,4 +182,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}):
             with contextlib.suppress(NotFound):
                 container.remove(force=True)
+        for network in client.networks.list(filters={"label": f"{TEST_LABEL}=1"}):
+            with contextlib.suppress(NotFound):
+                network.remove()
         client.close()

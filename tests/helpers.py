@@ -14,11 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from deployserver import auth, records
+from deployserver.api.limits import Server, server_config
+from deployserver.client.local import local_admin_token
+from deployserver.main import DeployServerApp
 from deployserver.state import AppState
+from deployserver.store import queries
 
 ADMIN_TOKEN = f"test-admin-{secrets.token_hex(32)}"
 """The admin token the test servers are configured with (DEPLOYSERVER_ADMIN_TOKEN)."""
@@ -66,10 +70,16 @@ SCORE_PY = b"""class Model:
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+def serve(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free port of ``host`` (loopback by default),
+    configured as ``deployserver serve`` configures it (for the server's own app); yields
+    its base URL on loopback."""
+    options: dict[str, Any] = {"host": host, "port": 0, "log_level": "warning"}
+    if isinstance(app, DeployServerApp):
+        config = server_config(app, app.settings, lifespan="on", **options)
+    else:
+        config = uvicorn.Config(app, lifespan="on", **options)
+    server = Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -96,7 +106,7 @@ def tree_snapshot(data_dir: Path) -> set[str]:
 def db_snapshot(app: FastAPI) -> dict[str, int]:
     state: AppState = app.state.ds
     with state.sessions() as session:
-        return records.count_rows(session)
+        return queries.count_rows(session)
 
 
 def package_files(extra: dict[str, bytes] | None = None) -> dict[str, bytes]:
@@ -134,6 +144,85 @@ def make_tar(files: dict[str, bytes], mode: str = "w:gz") -> bytes:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@contextmanager
+def upload_server(
+    tmp_path: Path, database_url: str, **limits: Any
+) -> Iterator[tuple[httpx.Client, FastAPI]]:
+    """A server on the fake runtime with ``limits`` set, and an admin client of it."""
+    from deployserver.config import Settings
+    from deployserver.main import create_app
+    from tests.fakes import FakeRuntime
+
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=database_url, admin_token=ADMIN_TOKEN, **limits
+    )
+    app = create_app(settings, runtime=FakeRuntime())
+    headers = bearer(ADMIN_TOKEN)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, headers=headers) as client:
+        yield client, app
+
+
+def assert_refused_and_untouched(
+    client: httpx.Client,
+    app: FastAPI,
+    data_dir: Path,
+    kwargs: dict[str, Any],
+    status: int,
+    code: str,
+    words: str,
+) -> dict[str, Any]:
+    """Send an upload that must be refused; the folder and database stay exactly as they
+    were. Returns the error body."""
+    # a good upload first, so "unchanged" is checked against a populated state
+    ok = client.post(
+        "/api/v1/deployments",
+        params={"start": "false"},  # no cell: nothing may change while we compare
+        files=multipart({"model": "keep"}, package_files()),
+    )
+    assert ok.status_code == 202, ok.text
+    before_tree, before_db = tree_snapshot(data_dir), db_snapshot(app)
+    resp = client.post("/api/v1/deployments", **kwargs)
+    assert resp.status_code == status, resp.text
+    error: dict[str, Any] = resp.json()["error"]
+    assert error["code"] == code
+    assert words in error["message"], error["message"]
+    assert tree_snapshot(data_dir) == before_tree
+    assert db_snapshot(app) == before_db
+    return error
+
+
+def make_wheel(
+    name: str,
+    version: str,
+    files: dict[str, bytes],
+    *,
+    tag: str = "py3-none-any",
+    requires: tuple[str, ...] = (),
+) -> bytes:
+    """A wheel written by hand (no build tools, no index) holding ``files``."""
+    import base64
+    import hashlib
+
+    info = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    meta += "".join(f"Requires-Dist: {req}\n" for req in requires)
+    content = dict(files)
+    content[f"{info}/METADATA"] = meta.encode()
+    content[f"{info}/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
+    ).encode()
+    record = ""
+    for path, data in content.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{path},sha256={digest},{len(data)}\n"
+    content[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, data in content.items():
+            zf.writestr(zipfile.ZipInfo(path, (2020, 1, 1, 0, 0, 0)), data)
     return buf.getvalue()
 
 
@@ -191,7 +280,7 @@ def server_process(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {(data_dir.parent / log.name).name}")
             time.sleep(0.1)
-        token = auth.local_admin_token(data_dir, env)
+        token = local_admin_token(data_dir, env)
         assert token is not None, "the server made no admin token"
         yield url, proc, token
     finally:
@@ -295,3 +384,6 @@ def reap_instance(data_dir: Path) -> None:
             for container in client.containers.list(all=True, filters={"label": label}):
                 with contextlib.suppress(DockerException):
                     container.remove(force=True)
+            for network in client.networks.list(filters={"label": label}):  # the cells'
+                with contextlib.suppress(DockerException):
+                    network.remove()

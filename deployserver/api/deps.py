@@ -2,8 +2,10 @@
 
 Every route declares who may call it, through exactly these: ``require_scope(scope)``
 (or the ``ReadAccess``/``DeployAccess``/``PredictAccess``/``AdminAccess`` aliases that
-also hand the caller's Principal to the handler), ``model_predict_access`` for
-prediction routes that take ``{model}``, ``metrics_access``, or ``PUBLIC``.
+also hand the caller's Principal to the handler), ``TokenAccess`` (any valid token,
+whatever its scopes: a caller asking who it is), ``model_predict_access`` for
+prediction routes that take ``{model}`` (``async_model_predict_access`` for asynchronous
+ones), ``metrics_access``, or ``PUBLIC``.
 ``check_guarded(app)`` refuses to build an app with a route that declares none.
 """
 
@@ -13,31 +15,40 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 
 try:  # FastAPI >= 0.16x keeps included routers lazy; this walks through them
     from fastapi.routing import iter_route_contexts
+
+    HAS_ROUTE_CONTEXTS = True
 except ImportError:  # pragma: no cover - older FastAPI lists every route in app.routes
-    iter_route_contexts = None  # type: ignore[assignment]
+    HAS_ROUTE_CONTEXTS = False
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from deployserver import auth, orm, records
-from deployserver.auth import Principal
+from deployserver.access import credentials
+from deployserver.access.authorize import (
+    authorize,
+    model_is_public,
+    prediction_is_public,
+    remembered,
+)
+from deployserver.access.credentials import Principal
 from deployserver.config import Settings
-from deployserver.errors import NotAuthenticated, PermissionDenied
+from deployserver.errors import NotAuthenticated
 from deployserver.state import AppState
+from deployserver.store.predictions import Viewer
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    """The app's state. ``async`` on purpose, as ``get_settings``: FastAPI runs a plain
+    function dependency in a worker thread, a thread hop per request for an attribute."""
     state: AppState = request.app.state.ds
     return state
 
 
-def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+async def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
@@ -51,7 +62,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 # Reads "Authorization: Bearer ..." and tells the OpenAPI docs how to log in.
-bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", scopes=auth.SCOPES, auto_error=False)
+bearer = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token", scopes=credentials.SCOPES, auto_error=False
+)
 BearerDep = Annotated[str | None, Depends(bearer)]
 
 
@@ -60,26 +73,14 @@ class Guard:
 
     scope: str
 
-    def check(self, state: AppState, token: str | None) -> Principal:
-        if not token:
-            raise NotAuthenticated("this route needs a token: 'Authorization: Bearer <token>'")
-        principal = state.token_cache.authenticate(state.sessions, token, state.clock())
-        if not principal.allows(self.scope):
-            raise PermissionDenied(f"token {principal.name!r} lacks the {self.scope!r} scope")
-        return principal
+    async def check(self, state: AppState, token: str | None) -> Principal:
+        return await authorize(state.token_cache, state.sessions, token, self.scope, state.clock())
+
+    def remembered(self, state: AppState, token: str | None) -> Principal | None:
+        return remembered(state.token_cache, token, self.scope, state.clock())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.scope!r})"
-
-
-def _cached_allowed(state: AppState, token: str | None, scope: str) -> Principal | None:
-    """The caller, when its token is in the cache, unexpired and holds ``scope``."""
-    principal = state.token_cache.get(token) if token else None
-    if principal is None or not principal.allows(scope):
-        return None
-    if principal.expires_at is not None and principal.expires_at <= state.clock():
-        return None
-    return principal
 
 
 class ScopeGuard(Guard):
@@ -89,9 +90,19 @@ class ScopeGuard(Guard):
         self.scope = scope
 
     async def __call__(self, state: StateDep, token: BearerDep) -> Principal:
-        if token and state.token_cache.get(token) is not None:
-            return self.check(state, token)  # answered from memory: no thread hop
-        return await anyio.to_thread.run_sync(self.check, state, token)
+        return await self.check(state, token)
+
+
+class AnyTokenGuard(ScopeGuard):
+    """Any valid token, whatever its scopes; answers the caller's Principal."""
+
+    ANY = "any"
+
+    def __init__(self) -> None:
+        super().__init__(self.ANY)
+
+    async def check(self, state: AppState, token: str | None) -> Principal:
+        return await authorize(state.token_cache, state.sessions, token, None, state.clock())
 
 
 class ModelPredictGuard(Guard):
@@ -100,33 +111,53 @@ class ModelPredictGuard(Guard):
 
     scope = "predict"
 
-    def __call__(self, model: str, state: StateDep, token: BearerDep) -> Principal | None:
-        cached = _cached_allowed(state, token, self.scope)
-        if cached is not None:
-            return cached  # a known token with the scope: no need to ask if it is public
-        with state.sessions() as session:
-            if records.model_is_public(session, model):
-                return None
-        return self.check(state, token)
+    async def __call__(self, model: str, state: StateDep, token: BearerDep) -> Principal | None:
+        known = self.remembered(state, token)
+        if known is not None:
+            return known  # a known token with the scope: no need to ask if it is public
+        if await model_is_public(state.sessions, model):
+            return None
+        return await self.check(state, token)
+
+
+ASYNC_ANONYMOUS_OFF = (
+    "asynchronous predictions need a token with the 'predict' scope "
+    "('Authorization: Bearer <token>'), even for a public model: the server keeps their "
+    "requests and results (DEPLOYSERVER_ASYNC_ANONYMOUS=true opens them)"
+)
+
+
+class AsyncModelPredictGuard(ModelPredictGuard):
+    """Asynchronous predictions for ``{model}``: as ``ModelPredictGuard`` when
+    ``settings.async_anonymous``, else always the ``predict`` scope."""
+
+    async def __call__(self, model: str, state: StateDep, token: BearerDep) -> Principal | None:
+        if state.settings.async_anonymous:
+            return await super().__call__(model, state, token)
+        if not token:
+            raise NotAuthenticated(ASYNC_ANONYMOUS_OFF)
+        return await self.check(state, token)
 
 
 class PredictionGuard(Guard):
-    """One asynchronous prediction by ``{request_id}``: open when it is for a public
-    model (its id is unguessable), else the ``predict`` scope."""
+    """One asynchronous prediction by ``{request_id}``: when ``settings.async_anonymous``,
+    open when it is for a public model (its id is unguessable); else the ``predict`` scope."""
 
     scope = "predict"
 
-    def __call__(self, request_id: str, state: StateDep, token: BearerDep) -> Principal | None:
-        cached = _cached_allowed(state, token, self.scope)
-        if cached is not None:
-            return cached
-        with state.sessions() as session:
-            model = session.scalar(
-                select(orm.Prediction.model).where(orm.Prediction.request_id == request_id)
-            )
-            if model is not None and records.model_is_public(session, model):
-                return None
-        return self.check(state, token)
+    async def __call__(
+        self, request_id: str, state: StateDep, token: BearerDep
+    ) -> Principal | None:
+        known = self.remembered(state, token)
+        if known is not None:
+            return known
+        if not state.settings.async_anonymous:
+            if not token:
+                raise NotAuthenticated(ASYNC_ANONYMOUS_OFF)
+            return await self.check(state, token)
+        if await prediction_is_public(state.sessions, request_id):
+            return None
+        return await self.check(state, token)
 
 
 class MetricsGuard(Guard):
@@ -134,15 +165,15 @@ class MetricsGuard(Guard):
 
     scope = "read"
 
-    def __call__(self, state: StateDep, token: BearerDep) -> Principal | None:
-        return None if state.settings.metrics_public else self.check(state, token)
+    async def __call__(self, state: StateDep, token: BearerDep) -> Principal | None:
+        return None if state.settings.metrics_public else await self.check(state, token)
 
 
 def public() -> None:
     """Marks a route open to everyone, on purpose (health, the password login)."""
 
 
-_SCOPE_GUARDS = {scope: ScopeGuard(scope) for scope in auth.SCOPES}
+_SCOPE_GUARDS = {scope: ScopeGuard(scope) for scope in credentials.SCOPES}
 
 
 def require_scope(scope: str) -> Any:
@@ -152,6 +183,7 @@ def require_scope(scope: str) -> Any:
 
 PUBLIC = Depends(public)
 model_predict_access = Depends(ModelPredictGuard())
+async_model_predict_access = Depends(AsyncModelPredictGuard())
 metrics_access = Depends(MetricsGuard())
 prediction_access = Depends(PredictionGuard())
 
@@ -159,7 +191,17 @@ ReadAccess = Annotated[Principal, require_scope("read")]
 DeployAccess = Annotated[Principal, require_scope("deploy")]
 PredictAccess = Annotated[Principal, require_scope("predict")]
 AdminAccess = Annotated[Principal, require_scope("admin")]
+TokenAccess = Annotated[Principal, Depends(AnyTokenGuard())]
 ModelPredictAccess = Annotated[Principal | None, model_predict_access]
+AsyncPredictAccess = Annotated[Principal | None, async_model_predict_access]
+PredictionAccess = Annotated[Principal | None, prediction_access]
+
+
+def viewer(caller: Principal | None) -> Viewer:
+    """Who asks about predictions: each one is its submitter's (an admin sees all)."""
+    if caller is None:
+        return Viewer(None)
+    return Viewer(caller.name, admin=caller.allows("admin"))
 
 
 @dataclass(frozen=True)
@@ -182,7 +224,7 @@ def _access_of(dependant: Dependant) -> list[Any]:
 
 def route_table(app: FastAPI) -> list[RouteInfo]:
     """Every route of ``app``, through included routers (which newer FastAPI keeps lazy)."""
-    contexts: Any = iter_route_contexts(app.routes) if iter_route_contexts else app.routes
+    contexts: Any = iter_route_contexts(app.routes) if HAS_ROUTE_CONTEXTS else app.routes
     table = []
     for ctx in contexts:
         dependant = getattr(ctx, "dependant", None)

@@ -1,4 +1,4 @@
-"""GET /metrics: the server's Prometheus metrics (open unless configured otherwise)."""
+"""GET /metrics: the server's Prometheus metrics (a `read` token, unless made public)."""
 
 from __future__ import annotations
 

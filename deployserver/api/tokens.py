@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Response, status
 
-from deployserver import auth, orm
+from deployserver.access import credentials
 from deployserver.api.deps import AdminAccess, SessionDep, StateDep, require_scope
 from deployserver.schemas import TokenCreate, TokenCreated, TokenList, TokenRead
+from deployserver.store import orm
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], dependencies=[require_scope("admin")])
 
@@ -31,7 +32,7 @@ def create_token(body: TokenCreate, state: StateDep, caller: AdminAccess) -> Tok
     now = state.clock()
     expires_at = None if body.expires_in is None else now + timedelta(seconds=body.expires_in)
     with state.sessions.begin() as session:
-        row, plaintext = auth.issue_token(
+        row, plaintext = credentials.issue_token(
             session,
             name=body.name,
             scopes=body.scopes,
@@ -45,13 +46,13 @@ def create_token(body: TokenCreate, state: StateDep, caller: AdminAccess) -> Tok
 @router.get("", response_model=TokenList)
 def list_tokens(session: SessionDep) -> TokenList:
     """Every token, revoked and expired ones too; never their plaintext."""
-    return TokenList(items=[to_read(row) for row in auth.list_tokens(session)])
+    return TokenList(items=[to_read(row) for row in credentials.list_tokens(session)])
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(token_id: str, state: StateDep, caller: AdminAccess) -> Response:
     """Revoke a token: the next request that carries it is refused."""
     with state.sessions.begin() as session:
-        auth.revoke_token(session, token_id, now=state.clock(), actor=caller.name)
+        credentials.revoke_token(session, token_id, now=state.clock(), actor=caller.name)
     state.token_cache.clear()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,9 +1,10 @@
 """The Docker runtime: each cell is a hardened, labelled container of the cell image.
 
 Cells run as the image's non-root user with a read-only root filesystem, a small
-tmpfs, no capabilities, no-new-privileges and memory/CPU/pids limits; the model folder
-is mounted read-only at /mnt/models, and the cell's port is published on 127.0.0.1
-only. Nothing from metadata reaches privileged options, host mounts or host networking.
+tmpfs, no capabilities, no-new-privileges, memory/CPU/pids limits and a capped log; the
+model folder is mounted read-only at /mnt/models. Each cell sits alone on a network of
+its own (``cellnet``), where the server reaches it by its address: no port is published.
+Nothing from metadata reaches privileged options, host mounts or host networking.
 Only containers labelled with this server's instance are ever listed or touched.
 """
 
@@ -12,18 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
+import secrets
 from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
-from deployserver import environments, images
-from deployserver.cells import memory_bytes
 from deployserver.config import Settings
+from deployserver.runtime import environments, images
 from deployserver.runtime.base import (
     LABEL_DEPLOY_ID,
+    LABEL_GRPC_PORT,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_MODEL,
@@ -32,7 +33,9 @@ from deployserver.runtime.base import (
     CellSpec,
     CellStartError,
     RuntimeUnavailable,
+    memory_bytes,
 )
+from deployserver.runtime.cellnet import CellNetworks, cell_address
 
 log = logging.getLogger("deployserver.runtime.docker")
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
@@ -42,8 +45,8 @@ MODEL_MOUNT = "/mnt/models"
 
 def container_options(settings: Settings, spec: CellSpec) -> dict[str, Any]:
     """``containers.run`` options of a cell: command, environment, the read-only model
-    mount, the loopback port and the hardening, whatever the metadata says (the image,
-    name and labels are the caller's). The benchmarks run bare containers with these."""
+    mount, the log cap and the hardening, whatever the metadata says (the image, name,
+    labels and network are the caller's). The benchmarks run bare containers with these."""
     port = settings.cell_port
     env = {
         **spec.env,
@@ -51,13 +54,13 @@ def container_options(settings: Settings, spec: CellSpec) -> dict[str, Any]:
         "DEPLOYSERVER_DEPLOY_ID": spec.deploy_id,
     }
     command = ["--model-dir", MODEL_MOUNT, "--port", str(port), "--host", "0.0.0.0"]
-    if spec.metadata.get("entrypoint"):
-        command += ["--entrypoint", str(spec.metadata["entrypoint"])]
+    command += ["--grpc-port", str(settings.cell_grpc_port)]
+    if spec.explicit_entrypoint:
+        command += ["--entrypoint", spec.explicit_entrypoint]
     return {
         "command": command,
         "environment": env,
         "volumes": {str(spec.model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
-        "ports": {f"{port}/tcp": ("127.0.0.1", None)},
         "read_only": True,
         "tmpfs": {"/tmp": "rw,noexec,nosuid,nodev,size=256m"},  # noqa: S108 - in the cell
         "cap_drop": ["ALL"],
@@ -68,7 +71,22 @@ def container_options(settings: Settings, spec: CellSpec) -> dict[str, Any]:
         "init": True,
         "restart_policy": {"Name": "no"},
         "privileged": False,
+        # json-file rotates: a cell printing without end fills no disk
+        "log_config": {
+            "type": "json-file",
+            "config": {
+                "max-size": str(settings.cell_log_max_bytes),
+                "max-file": str(settings.cell_log_files),
+            },
+        },
     }
+
+
+def _grpc_address(address: str | None, labels: dict[str, str]) -> str | None:
+    """Where the server reaches the cell's gRPC service: its address on the cell's network
+    and the port its label records (the settings may have changed since it started)."""
+    port = labels.get(LABEL_GRPC_PORT)
+    return f"{address}:{port}" if address and port else None
 
 
 class DockerRuntime:
@@ -83,7 +101,10 @@ class DockerRuntime:
         except DockerException as exc:
             raise RuntimeUnavailable(f"the Docker Engine is not reachable ({exc})") from exc
         self.cell_image = self._cell_image()
-        self._build_lock = threading.Lock()
+        self.envs = environments.EnvironmentImages(self.client, self.cell_image, settings)
+        self.networks = CellNetworks(
+            self.client, instance, settings.cell_subnets, settings.server_container
+        )
 
     def _cell_image(self) -> str:
         configured = self.settings.cell_image
@@ -102,66 +123,69 @@ class DockerRuntime:
 
     def describe(self) -> str:
         version = self.client.version().get("Version", "?")
-        return f"docker runtime: Docker Engine {version}, cell image {self.cell_image}"
+        return (
+            f"docker runtime: Docker Engine {version}, cell image {self.cell_image}, "
+            + self.networks.describe()
+        )
 
     # environments -----------------------------------------------------------------
-    def _image_for(self, spec: CellSpec) -> str:
-        if not spec.requirements and not spec.wheels:
-            return self.cell_image
-        cell_id = self.client.images.get(self.cell_image).id
-        return environments.env_image_tag(cell_id, spec.requirements, spec.wheels)
-
     def needs_build(self, spec: CellSpec) -> bool:
-        image = self._image_for(spec)
-        return image != self.cell_image and not images.image_exists(self.client, image)
+        return self.envs.needs_build(spec)
 
     def prepare(self, spec: CellSpec) -> None:
-        image = self._image_for(spec)
-        with self._build_lock:  # two versions with the same requirements build once
-            if image == self.cell_image or images.image_exists(self.client, image):
-                return
-            environments.build_env_image(
-                self.client, self.cell_image, image, spec.requirements, spec.wheels
-            )
+        self.envs.build(spec)
 
     # cells ------------------------------------------------------------------------
     def start(self, spec: CellSpec) -> CellInfo:
+        # one name per replica: a few random characters tell a deployment's cells apart
+        name = (
+            f"ds-{spec.model[:40]}-v{spec.version}-{spec.deploy_id[-8:]}-{self.instance[:4]}"
+            f"-{secrets.token_hex(3)}"
+        )
         try:
-            container: Container = self.client.containers.run(
-                self._image_for(spec),
-                detach=True,
-                name=f"ds-{spec.model[:40]}-v{spec.version}-{spec.deploy_id[-8:]}-"
-                f"{self.instance[:4]}",
-                labels={
-                    LABEL_MANAGED: "1",
-                    LABEL_INSTANCE: self.instance,
-                    LABEL_DEPLOY_ID: spec.deploy_id,
-                    LABEL_MODEL: spec.model,
-                    LABEL_VERSION: str(spec.version),
-                },
-                **container_options(self.settings, spec),
-            )
+            with self.networks.creating(name, spec.deploy_id, egress=spec.egress) as network:
+                container: Container = self.client.containers.create(
+                    self.envs.image_for(spec),
+                    name=name,
+                    network=network,
+                    labels={
+                        LABEL_MANAGED: "1",
+                        LABEL_INSTANCE: self.instance,
+                        LABEL_DEPLOY_ID: spec.deploy_id,
+                        LABEL_MODEL: spec.model,
+                        LABEL_VERSION: str(spec.version),
+                        # what the cell serves gRPC on: cells made before have no label
+                        LABEL_GRPC_PORT: str(self.settings.cell_grpc_port),
+                    },
+                    **container_options(self.settings, spec),
+                )
         except ImageNotFound as exc:
             raise CellStartError(f"image missing: {exc.explanation}") from exc
         except APIError as exc:
+            raise CellStartError(str(exc.explanation or exc)) from exc
+        try:
+            container.start()
+        except APIError as exc:
+            self._remove(container)
             raise CellStartError(str(exc.explanation or exc)) from exc
         container.reload()
         return self._info(container)
 
     def _info(self, container: Container) -> CellInfo:
         labels = container.labels
-        url = None
-        bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
-        for binding in bindings.get(f"{self.settings.cell_port}/tcp") or []:
-            if binding.get("HostIp") in ("127.0.0.1", "0.0.0.0", ""):
-                url = f"http://127.0.0.1:{binding['HostPort']}"
-                break
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks")
+        address = cell_address(networks, str(container.name))
         state = container.attrs.get("State") or {}
-        running = state.get("Status") == "running"
+        paused = state.get("Status") == "paused"
+        running = state.get("Status") == "running" or paused
         exit_code = None if running else state.get("ExitCode")
-        return CellInfo(
-            NAME, container.id, labels.get(LABEL_DEPLOY_ID, ""), url, running, exit_code
-        )
+        deploy_id = labels.get(LABEL_DEPLOY_ID, "")
+        url, grpc = self._url(address), _grpc_address(address, labels)
+        cell_id = str(container.id)
+        return CellInfo(NAME, cell_id, deploy_id, url, running, exit_code, grpc, paused)
+
+    def _url(self, address: str | None) -> str | None:
+        return f"http://{address}:{self.settings.cell_port}" if address else None
 
     def _mine(self, container: Container) -> bool:
         return container.labels.get(LABEL_INSTANCE) == self.instance
@@ -180,35 +204,78 @@ class DockerRuntime:
         )
         found = []
         for row in rows:
-            url = None
-            for port in row.get("Ports") or []:
-                if port.get("PrivatePort") == self.settings.cell_port and port.get("PublicPort"):
-                    url = f"http://127.0.0.1:{port['PublicPort']}"
-                    break
-            running = row.get("State") == "running"
+            name = (row.get("Names") or ["/"])[0].lstrip("/")
+            networks = (row.get("NetworkSettings") or {}).get("Networks")
+            address = cell_address(networks, name)
+            paused = row.get("State") == "paused"
+            running = row.get("State") == "running" or paused
             exit_code = None
             match = _EXITED.match(row.get("Status") or "")
             if not running and match:
                 exit_code = int(match.group(1))
-            deploy_id = (row.get("Labels") or {}).get(LABEL_DEPLOY_ID, "")
-            found.append(CellInfo(NAME, row["Id"], deploy_id, url, running, exit_code))
+            labels = row.get("Labels") or {}
+            url, grpc = self._url(address), _grpc_address(address, labels)
+            deploy_id = labels.get(LABEL_DEPLOY_ID, "")
+            info = CellInfo(NAME, row["Id"], deploy_id, url, running, exit_code, grpc, paused)
+            found.append(info)
         return found
 
+    def node(self) -> str:
+        return str(self.client.info().get("Name") or "docker")
+
+    def _own(self, cell_id: str) -> Container:
+        try:
+            container = self.client.containers.get(cell_id)
+        except NotFound as exc:
+            raise LookupError(f"no cell {cell_id}") from exc
+        if not self._mine(container):
+            raise LookupError(f"no cell {cell_id}")
+        return container
+
+    def pause(self, cell_id: str) -> None:
+        try:
+            self._own(cell_id).pause()
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: already paused
+                raise
+
+    def resume(self, cell_id: str) -> None:
+        # the low-level call: no inspect first, a wake is on the data path
+        try:
+            self.client.api.unpause(cell_id)
+        except NotFound as exc:
+            raise LookupError(f"no cell {cell_id}") from exc
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: not paused (already woken)
+                raise
+
     def stop(self, cell_id: str, timeout: float = 10.0) -> None:
+        """Stop and remove the cell, then its network (a cell already gone: whatever
+        networks of ours lost their cell)."""
         try:
             container = self.client.containers.get(cell_id)
         except NotFound:
+            self.networks.sweep()
             return
         if not self._mine(container):
             raise PermissionError(f"container {cell_id[:12]} is not a cell of this server")
+        self._remove(container, timeout)
+
+    def _remove(self, container: Container, timeout: float = 0) -> None:
         try:
-            container.stop(timeout=int(timeout))
+            if timeout:
+                container.stop(timeout=int(timeout))
             container.remove(force=True)
         except NotFound:
             pass
         except APIError as exc:
             if exc.status_code != 409:  # 409: its removal is already under way
                 raise
+        self.networks.remove(str(container.name))
+
+    def successor(self, cell_id: str) -> CellInfo | None:
+        """The control plane restarts this runtime's cells: never one of its own."""
+        return None
 
     def logs(self, cell_id: str, tail: int = 100) -> str:
         try:
@@ -217,4 +284,4 @@ class DockerRuntime:
             raise LookupError(f"no cell {cell_id}") from exc
         if not self._mine(container):
             raise LookupError(f"no cell {cell_id}")
-        return container.logs(tail=tail).decode("utf-8", "replace")  # type: ignore[no-any-return]
+        return bytes(container.logs(tail=tail)).decode("utf-8", "replace")

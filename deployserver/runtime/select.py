@@ -8,6 +8,8 @@ from pathlib import Path
 
 from deployserver.config import Settings
 from deployserver.runtime.base import CellRuntime, RuntimeUnavailable
+from deployserver.runtime.hostpip import PipSandbox
+from deployserver.store.files import write_private
 
 log = logging.getLogger("deployserver.runtime")
 
@@ -17,7 +19,7 @@ def instance_id(data_dir: Path) -> str:
     servers (or test runs) on one Docker Engine never adopt or remove each other's cells."""
     path = data_dir / "instance-id"
     if not path.exists():
-        path.write_text(secrets.token_hex(8))
+        write_private(path, secrets.token_hex(8))
     return path.read_text().strip()
 
 
@@ -25,7 +27,19 @@ def build_runtime(settings: Settings, instance: str) -> CellRuntime:
     if settings.runtime == "process":
         from deployserver.runtime.process import ProcessRuntime
 
-        runtime: CellRuntime = ProcessRuntime(settings.data_dir, instance)
+        sandbox = PipSandbox.from_settings(settings)
+        runtime: CellRuntime = ProcessRuntime(
+            settings.data_dir,
+            instance,
+            sandbox=sandbox,
+            log_max_bytes=settings.cell_log_max_bytes,
+            log_files=settings.cell_log_files,
+        )
+        why = "selected by --runtime/DEPLOYSERVER_RUNTIME"
+    elif settings.runtime == "swarm":
+        from deployserver.runtime.swarm import SwarmRuntime
+
+        runtime = SwarmRuntime(settings, instance)
         why = "selected by --runtime/DEPLOYSERVER_RUNTIME"
     else:
         from deployserver.runtime.docker import DockerRuntime

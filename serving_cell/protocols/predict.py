@@ -1,4 +1,9 @@
-"""``POST /predict``: JSON, multipart uploads or raw bytes in, ``{"predictions": ...}`` out."""
+"""``POST /predict``: JSON, multipart uploads or raw bytes in, ``{"predictions": ...}`` out.
+
+A contract's own request works here too: a SeldonMessage for a Seldon ``Model.py``, an
+MLflow payload (``dataframe_split``, ...) for an MLflow model. A script that returns a
+generator streams its items (see ``serving_cell.streaming``).
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,13 @@ from serving_cell.cell import Cell
 from serving_cell.contracts import Call
 from serving_cell.encoding import to_jsonable
 from serving_cell.errors import InvalidInput, UnsupportedMediaType
+from serving_cell.protocols import mlflow, seldon
+from serving_cell.protocols.bodies import media_type, parse_json
 from serving_cell.specs import check_inputs, check_outputs
+from serving_cell.streaming import is_stream, stream_response
 
 RAW_TYPES = ("application/octet-stream", "image/", "audio/", "video/")
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+__all__ = ["media_type", "parse_json", "predict", "read_call"]
 
 
 async def read_form(request: Request) -> dict[str, Any]:
@@ -53,21 +51,36 @@ def unwrap(body: Any) -> tuple[Any, dict[str, Any]]:
     return body, {}
 
 
+def native_call(cell: Cell, body: Any, request: Request) -> Call | None:
+    """The call for a request in the model's own contract's protocol, else None."""
+    contract = cell.adapter.contract if cell.adapter else ""
+    if contract == "seldon" and seldon.is_message(body):
+        _kind, features, names = seldon.read_message(body)
+        kwargs = {"meta": body.get("meta") or {}}
+        return Call(inputs=features, kwargs=kwargs, feature_names=names, request=request)
+    if contract == "mlflow" and mlflow.is_payload(body):
+        inputs, params = mlflow.read_payload(body, pandas=True)
+        return Call(inputs=inputs, kwargs={"params": params} if params else {}, request=request)
+    return None
+
+
 async def read_call(request: Request, cell: Cell) -> Call:
     """The request's inputs, checked against input_spec."""
     spec = cell.settings.input_spec
     kind = media_type(request)
     body = await request.body()  # cached on the request, so BudgetML can read it again
     kwargs: dict[str, Any] = {}
-    form = False
+    form = is_json = False
+    document: Any = None
+    inputs: Any = None
     if kind == "multipart/form-data":
         inputs, form = await read_form(request), True
     elif kind == "application/json" or kind.endswith("+json"):
-        inputs, kwargs = unwrap(parse_json(body))
+        document, is_json = parse_json(body), True
     elif kind in ("", "application/x-www-form-urlencoded"):
         # curl -d sends JSON labelled as a urlencoded form; take it for what it is.
         try:
-            inputs, kwargs = unwrap(json.loads(body))
+            document, is_json = json.loads(body), True
         except (json.JSONDecodeError, UnicodeDecodeError):
             inputs, form = await read_form(request), True
     elif kind.startswith(RAW_TYPES):
@@ -81,14 +94,22 @@ async def read_call(request: Request, cell: Cell) -> Call:
             f"cannot read {kind!r}: send JSON, multipart/form-data, "
             "application/octet-stream or image/*"
         )
+    if is_json:
+        native = native_call(cell, document, request)
+        if native is not None:  # checked by its own protocol, not by input_spec
+            return native
+        inputs, kwargs = unwrap(document)
     inputs = check_inputs(spec, inputs, form=form)
     return Call(inputs=inputs, kwargs=kwargs, request=request)
 
 
-def answer(cell: Cell, predictions: Any) -> Response:
-    """``{"predictions": ...}``; a Response the script built itself is passed through."""
+def answer(request: Request, cell: Cell, predictions: Any) -> Response:
+    """``{"predictions": ...}``; a Response the script built itself is passed through, and
+    a generator streams its items."""
     if isinstance(predictions, Response):
         return predictions
+    if is_stream(predictions):
+        return stream_response(request, predictions)
     predictions = to_jsonable(predictions)
     check_outputs(cell.settings.output_spec, predictions)
     return JSONResponse({"predictions": predictions})
@@ -97,4 +118,5 @@ def answer(cell: Cell, predictions: Any) -> Response:
 async def predict(request: Request) -> Response:
     cell: Cell = request.app.state.cell
     cell.require_ready()  # a 503 before parsing, so a loading cell answers at once
-    return answer(cell, await cell.predict(await read_call(request, cell)))
+    call = await read_call(request, cell)
+    return answer(request, cell, await cell.predict(call, stream=True))

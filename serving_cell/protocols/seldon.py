@@ -1,4 +1,8 @@
-"""Seldon protocol: ``POST /api/v1.0/predictions`` with a SeldonMessage in and out."""
+"""Seldon protocol: ``POST /api/v1.0/predictions`` with a SeldonMessage in and out.
+
+Errors are Seldon's ``{"status": {"status": 1, "info", "code": -1, "reason"}}`` (see
+``protocols.shapes``); a ``Model.py`` model also takes a SeldonMessage on ``/predict``.
+"""
 
 from __future__ import annotations
 
@@ -14,23 +18,32 @@ from serving_cell.cell import Cell
 from serving_cell.contracts import Call, SeldonAdapter
 from serving_cell.encoding import to_jsonable
 from serving_cell.errors import InvalidInput
-from serving_cell.protocols.predict import parse_json
-from serving_cell.protocols.tensors import np
+from serving_cell.protocols import tensors
+from serving_cell.protocols.bodies import parse_json
 
 KINDS = ("ndarray", "tensor", "jsonData", "strData", "binData")
+MESSAGE_FIELDS = frozenset({"data", "meta", "jsonData", "strData", "binData", "status"})
 
 
 def _array(value: Any) -> Any:
     """Seldon hands features to the script as a numpy array when numpy is there."""
-    if np is None:
+    if tensors.np is None:
         return value
     try:
-        return np.array(value)
+        return tensors.np.array(value)
     except ValueError:  # ragged rows: leave them as lists
         return value
 
 
-def _read(message: Any) -> tuple[str, Any, list[str]]:
+def is_message(body: Any) -> bool:
+    """Whether a JSON body is a SeldonMessage: an object of SeldonMessage fields only,
+    carrying its data in one of them."""
+    if not isinstance(body, dict) or not body or not set(body) <= MESSAGE_FIELDS:
+        return False
+    return isinstance(body.get("data"), dict) or any(k in body for k in KINDS[2:])
+
+
+def read_message(message: Any) -> tuple[str, Any, list[str]]:
     """(kind, features, names) from a SeldonMessage."""
     if not isinstance(message, dict):
         raise InvalidInput("a SeldonMessage must be a JSON object")
@@ -44,13 +57,17 @@ def _read(message: Any) -> tuple[str, Any, list[str]]:
             if not isinstance(tensor, dict) or "values" not in tensor:
                 raise InvalidInput("data.tensor needs 'shape' and 'values'")
             values, shape = tensor["values"], tensor.get("shape") or [len(tensor["values"])]
-            if np is None:
+            if tensors.np is None:
                 return "tensor", values, names
             try:
-                return "tensor", np.array(values).reshape(shape), names
+                return "tensor", tensors.np.array(values).reshape(shape), names
             except ValueError as exc:
                 raise InvalidInput(f"data.tensor values do not fit shape {shape}") from exc
-        raise InvalidInput("'data' needs 'ndarray' or 'tensor'")
+        if "tftensor" in data:
+            raise InvalidInput("data.tftensor is not read here: send data.ndarray or data.tensor")
+        # Seldon's own wrapper reads a 'data' without either as no features at all (the
+        # PrimeHub example request is {"data": {}}).
+        return "ndarray", _array([]), names
     if "jsonData" in message:
         return "jsonData", message["jsonData"], []
     if "strData" in message:
@@ -60,7 +77,9 @@ def _read(message: Any) -> tuple[str, Any, list[str]]:
             return "binData", base64.b64decode(message["binData"], validate=True), []
         except (binascii.Error, TypeError) as exc:
             raise InvalidInput("binData must be base64") from exc
-    raise InvalidInput(f"a SeldonMessage needs one of data.ndarray, data.tensor, {KINDS[2:]}")
+    raise InvalidInput(
+        f"a SeldonMessage needs one of data.ndarray, data.tensor, {', '.join(KINDS[2:])}"
+    )
 
 
 def _names(cell: Cell, result: Any) -> list[str]:
@@ -82,13 +101,14 @@ def _message(cell: Cell, kind: str, result: Any) -> dict[str, Any]:
         if isinstance(result, str):
             return {"strData": result, "meta": {}}
         return {"jsonData": to_jsonable(result), "meta": {}}
-    shape = list(np.shape(result)) if np is not None else None
+    numpy = tensors.np
+    shape = list(numpy.shape(result)) if numpy is not None else None
     plain = to_jsonable(result)
     if not isinstance(plain, list):
         plain = [plain]
     data: dict[str, Any] = {"names": _names(cell, plain)}
-    if kind == "tensor" and shape is not None:
-        data["tensor"] = {"shape": shape or [1], "values": list(np.ravel(plain).tolist())}
+    if kind == "tensor" and numpy is not None and shape is not None:
+        data["tensor"] = {"shape": shape or [1], "values": list(numpy.ravel(plain).tolist())}
     else:
         data["ndarray"] = plain
     return {"data": data, "meta": {}}
@@ -106,7 +126,7 @@ async def predictions(request: Request) -> Response:
         message = parse_json(raw.encode() if isinstance(raw, str) else body)
     else:
         message = parse_json(body)
-    kind, features, names = _read(message)
+    kind, features, names = read_message(message)
     kwargs = {"meta": message.get("meta") or {}}
     call = Call(inputs=features, kwargs=kwargs, feature_names=names, request=request)
     return JSONResponse(_message(cell, kind, await cell.predict(call)))

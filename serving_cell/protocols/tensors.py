@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import struct
+from types import ModuleType
 from typing import Any
 
+np: ModuleType | None
 try:
     import numpy as np
 except ImportError:  # numpy is optional in the cell image
-    np = None  # type: ignore[assignment]
+    np = None
 
 NUMPY_TYPES = {
     "BOOL": "bool",
@@ -73,9 +75,9 @@ def decode(tensor: Any, raw: bytes | None = None) -> Any:
         raise TensorError(f"input {name!r}: shape must be a list of non-negative integers")
     if raw is None and "data" not in tensor:
         raise TensorError(f"input {name!r} has no data")
-    if raw is not None and np is None:
-        raise TensorError("binary tensor data needs numpy installed in the cell")
     if raw is not None and datatype != "BYTES":
+        if np is None:
+            raise TensorError("binary tensor data needs numpy installed in the cell")
         try:
             return np.frombuffer(raw, dtype=NUMPY_TYPES[datatype]).reshape(shape)
         except ValueError as exc:

@@ -73,22 +73,26 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-async def model_metadata(request: Request) -> Response:
-    cell = _cell(request)
+def metadata_of(cell: Cell) -> dict[str, Any]:
+    """The model's V2 metadata; the gRPC service answers the same."""
     version = cell.settings.model_version
-    return JSONResponse(
-        {
-            "name": cell.name,
-            "versions": [version] if version else [],
-            "platform": cell.adapter.contract if cell.adapter else "",
-            "inputs": _spec_tensors(cell.settings.input_spec),
-            "outputs": _spec_tensors(cell.settings.output_spec),
-        }
-    )
+    return {
+        "name": cell.name,
+        "versions": [version] if version else [],
+        "platform": cell.adapter.contract if cell.adapter else "",
+        "inputs": _spec_tensors(cell.settings.input_spec),
+        "outputs": _spec_tensors(cell.settings.output_spec),
+    }
+
+
+async def model_metadata(request: Request) -> Response:
+    return JSONResponse(metadata_of(_cell(request)))
 
 
 def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
     length = request.headers.get(HEADER_LENGTH)
+    if length is not None and not (length.isdigit() and int(length) <= len(body)):
+        raise InvalidInput(f"{HEADER_LENGTH} {length!r} is not a size within the body")
     head, rest = (body, b"") if length is None else (body[: int(length)], body[int(length) :])
     try:
         payload = json.loads(head)
@@ -106,10 +110,20 @@ def _read_inputs(payload: dict[str, Any], binary: bytes) -> dict[str, Any]:
     values: dict[str, Any] = {}
     offset = 0
     for tensor in inputs:
-        size = ((tensor or {}).get("parameters") or {}).get("binary_data_size")
+        if not isinstance(tensor, dict):
+            raise InvalidInput("each input must be an object with name, datatype, shape, data")
+        parameters = tensor.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput(f"input {tensor.get('name')!r}: 'parameters' must be an object")
+        size = parameters.get("binary_data_size")
         raw = None
         if size is not None:
-            raw, offset = binary[offset : offset + int(size)], offset + int(size)
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInput(
+                    f"input {tensor.get('name')!r}: binary_data_size {size!r} does not fit "
+                    "the binary data sent"
+                )
+            raw, offset = binary[offset : offset + size], offset + size
         values[str(tensor.get("name"))] = tensors.decode(tensor, raw)
     return values
 
@@ -125,12 +139,15 @@ def _outputs(predictions: Any, requested: list[str]) -> list[dict[str, Any]]:
     return [tensors.encode(requested[0] if len(requested) == 1 else "predictions", predictions)]
 
 
-async def infer(request: Request) -> Response:
-    cell = _cell(request)
-    cell.require_ready()
-    payload, binary = _split_body(request, await request.body())
-    values = _read_inputs(payload, binary)
-    parameters = payload.get("parameters") or {}
+async def run_inference(
+    cell: Cell,
+    values: dict[str, Any],
+    parameters: Any,
+    requested: list[str],
+    request: Request | None = None,
+) -> dict[str, Any]:
+    """One inference on decoded input tensors: the answer's model name, version and
+    outputs (V2 tensors with JSON data). REST and gRPC both answer through here."""
     call = Call(
         inputs=next(iter(values.values())) if len(values) == 1 else values,
         kwargs=parameters if isinstance(parameters, dict) else {},
@@ -138,10 +155,22 @@ async def infer(request: Request) -> Response:
         request=request,
     )
     predictions = await cell.predict(call)
-    requested = [str(o.get("name")) for o in payload.get("outputs") or [] if isinstance(o, dict)]
     body: dict[str, Any] = {"model_name": cell.name, "outputs": _outputs(predictions, requested)}
     if cell.settings.model_version:
         body["model_version"] = cell.settings.model_version
+    return body
+
+
+async def infer(request: Request) -> Response:
+    cell = _cell(request)
+    cell.require_ready()
+    payload, binary = _split_body(request, await request.body())
+    values = _read_inputs(payload, binary)
+    wanted = payload.get("outputs") or []
+    if not isinstance(wanted, list):
+        raise InvalidInput("'outputs' must be a list of {\"name\": ...} objects")
+    requested = [str(o.get("name")) for o in wanted if isinstance(o, dict)]
+    body = await run_inference(cell, values, payload.get("parameters") or {}, requested, request)
     if "id" in payload:
         body["id"] = payload["id"]
     return JSONResponse(body)

@@ -12,8 +12,17 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from deployserver import auth
-from deployserver.api.deps import Guard, MetricsGuard, RouteInfo, public, route_table
+from deployserver.access import credentials
+from deployserver.api.cells import CellArchiveGuard
+from deployserver.api.deps import (
+    AnyTokenGuard,
+    Guard,
+    MetricsGuard,
+    RouteInfo,
+    public,
+    route_table,
+)
+from deployserver.client.local import local_admin_token
 from deployserver.config import Settings
 from deployserver.main import create_app
 from tests.helpers import (
@@ -28,6 +37,8 @@ from tests.helpers import (
 
 OPEN = {"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
 LOGIN = "/api/v1/auth/token"  # open by nature: it is where a password becomes a token
+UI = {"/", "/ui", "/ui/{page:path}", "/ui/static/{version}/{name:path}"}
+"""The web UI's shell and files: they hold no data (all of it comes from the API)."""
 
 
 def _mint(api: httpx.Client, name: str, *scopes: str, **extra: object) -> dict:
@@ -44,6 +55,15 @@ def _assert_error(resp: httpx.Response, status: int, code: str, words: str = "")
         assert resp.headers["www-authenticate"] == "Bearer"
 
 
+def _assert_dataloop_error(resp: httpx.Response, status: int, code: str, words: str = "") -> None:
+    """The Dataloop-style routes under /serve answer errors in those servers' shape."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert body["status"] == "Fail" and words in body["response"], body
+    if status == 401:
+        assert resp.headers["www-authenticate"] == "Bearer"
+
+
 def _is_open(route: RouteInfo, settings: Settings) -> bool:
     metrics = settings.metrics_public and any(isinstance(g, MetricsGuard) for g in route.access)
     return not route.is_api or public in route.access or metrics
@@ -54,13 +74,15 @@ def test_every_route_needs_its_scope(
 ) -> None:
     table = route_table(app)
     opened = {r.path for r in table if _is_open(r, settings)}
-    metrics = {"/metrics"} if any(r.path == "/metrics" for r in table) else set()
-    assert opened == OPEN | {LOGIN} | metrics, "the open routes are exactly the listed ones"
+    assert not settings.metrics_public, "/metrics needs a token by default"
+    assert opened == OPEN | {LOGIN} | UI, "the open routes are exactly the listed ones"
     for path in OPEN:
         assert anon.get(path).status_code == 200, path
     lacking = {
-        scope: _mint(api, f"all-but-{scope}", *(set(auth.SCOPES) - {scope, "admin"}))["token"]
-        for scope in auth.SCOPES
+        scope: _mint(api, f"all-but-{scope}", *(set(credentials.SCOPES) - {scope, "admin"}))[
+            "token"
+        ]
+        for scope in credentials.SCOPES
     }
     checked = 0
     for route in table:
@@ -69,10 +91,21 @@ def test_every_route_needs_its_scope(
         (guard,) = route.access
         assert isinstance(guard, Guard)
         url = re.sub(r"\{[^}]+\}", "x", route.path)
+        check = _assert_dataloop_error if route.path.startswith("/serve/") else _assert_error
+        # the Dataloop-style /predict is the server's only with their clients' flag
+        params = {"save_locally": "true"} if route.path.startswith("/serve/") else {}
         for method in route.methods:
-            _assert_error(anon.request(method, url), 401, "not_authenticated", "Bearer")
-            resp = anon.request(method, url, headers=bearer(lacking[guard.scope]))
-            _assert_error(resp, 403, "permission_denied", repr(guard.scope))
+            check(anon.request(method, url, params=params), 401, "not_authenticated", "Bearer")
+            if isinstance(guard, CellArchiveGuard):  # a cell's credential; no token opens it
+                resp = anon.request(method, url, headers=bearer(ADMIN_TOKEN))
+                check(resp, 401, "not_authenticated", "cell credential")
+                continue
+            if isinstance(guard, AnyTokenGuard):  # who am I: any valid token, no scope
+                assert anon.request(method, url, headers=bearer(lacking["read"])).is_success
+                continue
+            headers = bearer(lacking[guard.scope])
+            resp = anon.request(method, url, params=params, headers=headers)
+            check(resp, 403, "permission_denied", repr(guard.scope))
             checked += 1
     assert checked >= 12
 
@@ -200,12 +233,21 @@ def test_password_login_gives_short_tokens_with_the_users_scopes(clocked) -> Non
     _assert_error(_login(anon, "alice", "correct horse", "deploy"), 400, "invalid_scope")
     _assert_error(_login(anon, "alice", "correct horse", "root"), 400, "invalid_scope")
     assert _login(anon, "alice", "correct horse", "read").status_code == 200
+    # admin implies every scope: an admin may log in with less, and gets just that
+    boss = {"name": "boss", "password": "correct horse", "scopes": ["admin"]}
+    assert admin.post("/api/v1/users", json=boss).status_code == 201
+    reading = _login(anon, "boss", "correct horse", "read")
+    assert reading.status_code == 200, reading.text
+    only_read = bearer(reading.json()["access_token"])
+    assert anon.get("/api/v1/models", headers=only_read).status_code == 200
+    _assert_error(anon.get("/api/v1/users", headers=only_read), 403, "permission_denied")
 
     clock.now += timedelta(seconds=3600)
     _assert_error(anon.get("/api/v1/models", headers=headers), 401, "not_authenticated", "expired")
 
     fresh = bearer(_login(anon, "alice", "correct horse").json()["access_token"])
     assert admin.delete("/api/v1/users/alice").status_code == 204
+    assert admin.delete("/api/v1/users/boss").status_code == 204
     _assert_error(anon.get("/api/v1/models", headers=fresh), 401, "not_authenticated")
     assert admin.get("/api/v1/users").json()["items"] == []
 
@@ -233,7 +275,7 @@ def test_openapi_offers_the_password_login(anon: httpx.Client) -> None:
     schemes = anon.get("/openapi.json").json()["components"]["securitySchemes"]
     (scheme,) = schemes.values()
     assert scheme["flows"]["password"]["tokenUrl"] == LOGIN
-    assert set(scheme["flows"]["password"]["scopes"]) == set(auth.SCOPES)
+    assert set(scheme["flows"]["password"]["scopes"]) == set(credentials.SCOPES)
 
 
 def test_first_start_mints_a_private_admin_token_file(
@@ -243,11 +285,11 @@ def test_first_start_mints_a_private_admin_token_file(
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
     path = settings.data_dir / "admin-token"
     with serve(create_app(settings)) as url:
-        token = auth.local_admin_token(settings.data_dir, environ={})
+        token = local_admin_token(settings.data_dir, environ={})
         assert token is not None and token.startswith("dst_")
         assert path.stat().st_mode & 0o777 == 0o600
         assert f"it is in {path.resolve()}" in caplog.text
         with httpx.Client(base_url=url, headers=bearer(token)) as client:
             assert client.get("/api/v1/tokens").status_code == 200
     with serve(create_app(settings)):  # a restart keeps the token it made
-        assert auth.local_admin_token(settings.data_dir, environ={}) == token
+        assert local_admin_token(settings.data_dir, environ={}) == token

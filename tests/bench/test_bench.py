@@ -17,9 +17,9 @@ TINY = ["--quick", "--repeats", "1", "--duration", "1", "--size", "4MiB"]
 TINY += ["--records", "6", "--cells", "2", "--idle", "1", "--no-cold"]
 
 
-def run_bench(name: str, tmp_path: Path) -> list[dict[str, Any]]:
+def run_bench(name: str, tmp_path: Path, *extra: str) -> list[dict[str, Any]]:
     """``python -m bench --only name`` at the tiny size; the figures it wrote."""
-    args = [sys.executable, "-m", "bench", *TINY, "--only", name]
+    args = [sys.executable, "-m", "bench", *TINY, "--only", name, *extra]
     args += ["--results", str(tmp_path), "--work", str(tmp_path / "work")]
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -45,8 +45,33 @@ def test_upload_benchmark_runs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.parametrize("name", ["deploy", "proxy", "scale", "async"])
+@pytest.mark.parametrize("name", ["deploy", "proxy", "scale", "async", "batching", "replicas"])
 def test_docker_benchmark_runs(name: str, tmp_path: Path, docker_client: Any) -> None:
     run_bench(name, tmp_path)
     left = docker_client.containers.list(all=True, filters={"label": "deployserver.test=1"})
     assert not [c for c in left if c.name.startswith("ds-bench-")]
+
+
+@pytest.mark.slow
+def test_peers_benchmark_runs_for_the_cell_alone(tmp_path: Path) -> None:
+    """``--peers none``: the cell straight and through /serve (process runtime), and no
+    peer installed: nothing is downloaded, no virtualenv made."""
+    peers_dir = tmp_path / "peers"
+    figures = run_bench("peers", tmp_path, "--peers", "none", "--peers-dir", str(peers_dir))
+    assert [f["name"] for f in figures] == [
+        "peers: cell via /serve / cell direct throughput, 32 concurrent",
+        "peers: cell via /serve / cell direct p50, 1 concurrent",
+    ]
+    assert all(f["ratio"] > 0 for f in figures)
+    assert not peers_dir.exists()
+
+
+def test_peers_switch_names_the_peers_or_none() -> None:
+    import argparse
+
+    from bench.__main__ import parse_peers
+
+    assert parse_peers("none") == ()
+    assert parse_peers("MLServer, bentoml") == ("mlserver", "bentoml")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown peers \['torchserve'\]"):
+        parse_peers("mlserver,torchserve")

@@ -18,6 +18,7 @@ import pytest
 
 from deployserver.config import Settings
 from deployserver.runtime.base import CellRuntime
+from deployserver.runtime.hostpip import PipSandbox
 from deployserver.runtime.process import ProcessRuntime
 from deployserver.runtime.select import instance_id
 from tests.helpers import bearer, fresh_database_url, server_process
@@ -68,7 +69,8 @@ class Server:
 
 def _runtime(kind: str, data_dir: Path) -> CellRuntime:
     if kind == "process":
-        return ProcessRuntime(data_dir, instance_id(data_dir))
+        sandbox = PipSandbox.from_settings(Settings(data_dir=data_dir))
+        return ProcessRuntime(data_dir, instance_id(data_dir), sandbox=sandbox)
     from deployserver.runtime.docker import DockerRuntime
 
     return DockerRuntime(Settings(data_dir=data_dir), instance_id(data_dir))

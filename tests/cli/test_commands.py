@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deployserver.cli_client import new_lines
+from deployserver.cli.commands import new_lines
 from tests.cli.conftest import Server, broken_package, write_package
 from tests.helpers import SCORE_PY, eventually
 
@@ -25,9 +25,13 @@ def test_init_then_push_wait_ends_ready(server: Server, tmp_path: Path) -> None:
 
     pushed = server.cli("push", folder, "--wait", "--model", "cli-sentiment")
     assert pushed.returncode == 0, pushed.stderr
-    assert "starting" in pushed.stderr and "ready" in pushed.stderr  # the transitions, live
+    # the transitions, live: polling may miss a short "starting", never the end
+    lines = pushed.stderr.splitlines()
+    assert lines[-1].split()[-1] == "ready", pushed.stderr
     deploy_id = pushed.stdout.split(":")[0]
     assert server.api.get(f"/api/v1/deployments/{deploy_id}").json()["status"] == "ready"
+    kinds = [e["kind"] for e in server.api.get(f"/api/v1/deployments/{deploy_id}/events").json()]
+    assert kinds[:3] == ["received", "starting", "ready"], kinds
 
     status = server.cli("status", deploy_id, "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["active"] is True
@@ -154,3 +158,21 @@ def test_new_lines_is_what_a_later_tail_adds() -> None:
     assert new_lines(["a", "b"], ["a", "b"]) == []
     assert new_lines([], ["x"]) == ["x"]
     assert new_lines(["old"], ["new"]) == ["new"]  # rotated past what we saw: all of it
+
+
+def test_scale_changes_the_replicas_and_refuses_bad_numbers(server: Server, tmp_path: Path) -> None:
+    folder = write_package(tmp_path / "pkg", {"model": "cli-scale"}, {"score.py": SCORE_PY})
+    deploy_id = server.cli("push", folder, "--no-start").stdout.split(":")[0]
+    fixed = server.cli("scale", deploy_id, "3", "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    scaling = json.loads(fixed.stdout)["metadata"]["scaling"]
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (3, 3)
+    ranged = server.cli("scale", deploy_id, "--min", "0", "--target", "2", "--idle-seconds", "60")
+    assert ranged.returncode == 0, ranged.stderr
+    assert "0 to 3 replicas, target 2.0 in flight, idle after 60.0 s" in ranged.stdout
+    no_resend = server.cli("scale", deploy_id, "--no-resend-dropped", "--json")
+    assert json.loads(no_resend.stdout)["metadata"]["scaling"]["resend_dropped"] is False
+    nothing = server.cli("scale", deploy_id)
+    assert nothing.returncode == 2 and "give a number of replicas" in nothing.stderr
+    crossed = server.cli("scale", deploy_id, "--min", "5", "--max", "2")
+    assert crossed.returncode == 3 and "invalid_scaling" in crossed.stderr

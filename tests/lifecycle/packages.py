@@ -120,9 +120,94 @@ class Model:
         raise RuntimeError("cannot score negative petals")
 """
 
+STREAMER = b'''
+from starlette.responses import StreamingResponse
+
+BLOCK = 64 * 1024
+PATTERN = bytes(range(256)) * (BLOCK // 256)
+
+
+class Model:
+    """Streams an answer of ``answer_bytes`` with no length announced: a JSON document
+    whose blob has that many bytes, the same but cut short ("broken"), or raw bytes."""
+
+    def __init__(self, model_dir, **parameters):
+        pass
+
+    def load(self):
+        pass
+
+    def predict(self, inputs, **kwargs):
+        size, kind = int(inputs["answer_bytes"]), inputs.get("kind", "json")
+
+        def blocks(filler):
+            left = size
+            while left > 0:
+                yield filler[: min(BLOCK, left)]
+                left -= BLOCK
+
+        if kind == "raw":
+            media_type = inputs.get("media_type", "application/octet-stream")
+            return StreamingResponse(blocks(PATTERN), media_type=media_type)
+
+        def document():
+            yield b'{"predictions": {"blob": "'
+            yield from blocks(b"y" * BLOCK)
+            if kind != "broken":
+                yield b'"}}'
+
+        return StreamingResponse(document(), media_type="application/json")
+'''
+
+BATCHED = b'''
+import time
+
+
+class Model:
+    """Takes batches (metadata "batching"): a list of inputs in, one answer per input
+    out, each telling the size of its batch. Its first batch takes ``first_delay`` s."""
+
+    def __init__(self, model_dir, **parameters):
+        self.first_delay = float(parameters.get("first_delay", 0))
+        self.calls = 0
+
+    def predict(self, batch, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.first_delay)
+        return [{"echo": x, "batch": len(batch)} for x in batch]
+'''
+
+WHOAMI = b"""
+import os
+import socket
+import time
+
+
+class Model:
+    # answers which process answered (each replica is one of its own), after sleeping
+    # inputs["sleep"] seconds when asked to; inputs["die"]: the replica dies holding it
+
+    def __init__(self, model_dir, **parameters):
+        pass
+
+    def load(self):
+        pass
+
+    def predict(self, inputs, **kwargs):
+        if isinstance(inputs, dict) and inputs.get("die"):
+            os._exit(1)
+        if isinstance(inputs, dict) and inputs.get("sleep"):
+            time.sleep(float(inputs["sleep"]))
+        return {"cell": f"{socket.gethostname()}:{os.getpid()}"}
+"""
+
 SCRIPTS = {
+    "whoami": WHOAMI,
     "good": GOOD,
+    "batched": BATCHED,
     "sizer": SIZER,
+    "streamer": STREAMER,
     "raises": RAISES_IN_PREDICT,
     "library": USES_LIBRARY,
     "slowish": SLOWISH,

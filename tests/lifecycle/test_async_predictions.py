@@ -1,23 +1,15 @@
 """Asynchronous predictions on real cells: succeeded, failed, listed, deleted, resumed
-after a server restart, and a webhook whose signature the receiver verifies."""
+after a server restart (webhooks: tests/security/test_webhook_ssrf.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from tests.helpers import bearer, eventually, multipart, serve, server_process, wait_for_status
+from tests.helpers import bearer, eventually, multipart, server_process, wait_for_status
 from tests.lifecycle.conftest import Rig
 from tests.lifecycle.packages import package
 
@@ -74,38 +66,48 @@ def test_async_prediction_succeeds_fails_lists_and_deletes(rig: Rig) -> None:
     assert unknown.status_code == 404
 
 
+@REAL
+def test_a_long_poll_answers_once_the_prediction_is_done(rig: Rig) -> None:
+    """``?wait=S`` holds the GET until the prediction finishes: one call, not a poll loop;
+    past ``S`` it answers as the prediction is then."""
+    _deploy(rig.api, "slowish", "patient", parameters={"delay": 0})
+    body = rig.api.post("/api/v1/models/patient/predictions", json={"inputs": [1]}).json()
+    done = rig.api.get(f"/api/v1/predictions/{body['request_id']}", params={"wait": 30}).json()
+    assert done["status"] == "succeeded", done
+    assert done["result"] == [1], done["result"]
+    # a model with no ready cell: the wait runs out and the record says it is still queued
+    rig.api.post(f"/api/v1/deployments/{_model_active(rig.api, 'patient')}/stop")
+    eventually(lambda: _model_active_ready(rig.api, "patient") is False)
+    later = rig.api.post("/api/v1/models/patient/predictions", json={"inputs": [2]}).json()
+    waited = rig.api.get(f"/api/v1/predictions/{later['request_id']}", params={"wait": 0.5})
+    assert waited.status_code == 200 and waited.json()["status"] == "queued"
+    too_long = rig.api.get(f"/api/v1/predictions/{later['request_id']}", params={"wait": 61})
+    assert too_long.status_code == 422
+
+
+def _model_active(api: httpx.Client, model: str) -> str:
+    return str(api.get(f"/api/v1/models/{model}").json()["active_deploy_id"])
+
+
+def _model_active_ready(api: httpx.Client, model: str) -> bool:
+    active = _model_active(api, model)
+    return bool(api.get(f"/api/v1/deployments/{active}").json()["status"] == "ready")
+
+
 @pytest.mark.slow
 @REAL
-def test_webhook_is_signed_and_verifiable(rig: Rig) -> None:
-    received: list[tuple[bytes, str]] = []
-    arrived = threading.Event()
-
-    async def hook(request: Request) -> Response:
-        received.append((await request.body(), request.headers["x-deployserver-signature"]))
-        arrived.set()
-        return Response(status_code=204)
-
-    _deploy(rig.api, "good", "hooked")
-    with serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as hook_url:
-        sub = rig.api.post(
-            "/api/v1/models/hooked/predictions",
-            params={"webhook": f"{hook_url}/hook"},
-            json={"inputs": "ping"},
-        ).json()
-        assert arrived.wait(60), "no webhook arrived"
-    body, signature = received[0]
-    secret = (rig.settings.data_dir / "webhook-secret").read_text().strip().encode()
-    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(signature, expected)
-    record = json.loads(body)
-    assert record["request_id"] == sub["request_id"] and record["status"] == "succeeded"
-    eventually(
-        lambda: (
-            rig.api.get(f"/api/v1/predictions/{sub['request_id']}").json()["webhook_status"]
-            == "delivered"
-        ),
-        what="webhook delivery recorded",
-    )
+def test_async_predictions_to_a_batching_model_share_calls_and_split_back(rig: Rig) -> None:
+    batching = {"max_batch_size": 8, "max_latency_ms": 1000}
+    _deploy(rig.api, "batched", "stacked", batching=batching, parameters={"first_delay": 0.5})
+    submitted = [
+        rig.api.post("/api/v1/models/stacked/predictions", json={"inputs": i}).json()
+        for i in range(6)
+    ]
+    done = [_until_done(rig.api, s["request_id"]) for s in submitted]
+    assert [d["status"] for d in done] == ["succeeded"] * 6
+    assert [d["result"]["echo"] for d in done] == list(range(6))
+    # the worker sends up to 4 at once: those behind the slow first batch went together
+    assert max(d["result"]["batch"] for d in done) > 1
 
 
 @pytest.mark.slow

@@ -65,7 +65,7 @@ def _orphan(kind: str, data_dir: Path) -> str:
         return cell_id
     import docker
 
-    from deployserver.images import cell_image_tag
+    from deployserver.runtime.images import cell_image_tag
 
     container = docker.from_env().containers.run(
         cell_image_tag(),

@@ -41,8 +41,24 @@ def test_cell_container_is_hardened(rig: Rig) -> None:
     mounts = container.attrs["Mounts"]
     assert [(m["Destination"], m["RW"]) for m in mounts] == [("/mnt/models", False)]
     assert mounts[0]["Source"] == str(rig.settings.deployments_dir.resolve() / up["deploy_id"])
-    bindings = host["PortBindings"][f"{rig.settings.cell_port}/tcp"]
-    assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
+    assert not host.get("PortBindings")  # nothing published: reached on its own network
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {
+            "max-size": str(rig.settings.cell_log_max_bytes),
+            "max-file": str(rig.settings.cell_log_files),
+        },
+    }
+    # alone on an internal network of this server's own, named like the cell
+    assert host["NetworkMode"] == container.name
+    assert list(container.attrs["NetworkSettings"]["Networks"]) == [container.name]
+    network = rig.runtime.client.networks.get(container.name)  # type: ignore[attr-defined]
+    assert network.attrs["Internal"] is True and network.attrs["Driver"] == "bridge"
+    assert network.attrs["Labels"]["deployserver.instance"] == rig.runtime.instance  # type: ignore[attr-defined]
+    assert network.attrs["Labels"]["deployserver.deploy_id"] == up["deploy_id"]
+    assert network.attrs["Options"]["com.docker.network.bridge.name"].startswith("dsc")
+    address = container.attrs["NetworkSettings"]["Networks"][container.name]["IPAddress"]
+    assert record["cell"]["url"] == f"http://{address}:{rig.settings.cell_port}"
     labels = config["Labels"]
     assert labels["deployserver.deploy_id"] == up["deploy_id"]
     assert labels["deployserver.model"] == "hardened" and labels["deployserver.version"] == "1"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from deployserver import orm
-from tests.helpers import eventually, multipart, wait_for_status
-from tests.lifecycle.conftest import Rig
+from deployserver.store import orm
+from tests.helpers import eventually, make_wheel, multipart, wait_for_status
+from tests.lifecycle.conftest import SWARM, Rig
 from tests.lifecycle.packages import package
 
 
@@ -46,12 +46,26 @@ def test_upload_rises_to_ready_and_becomes_active(rig: Rig) -> None:
     record = wait_for_status(rig.api, up["deploy_id"], "ready")
     assert record["active"] is True and record["status_reason"] is None
     cell = record["cell"]
-    assert cell["runtime"] == rig.runtime.name and cell["url"].startswith("http://127.0.0.1:")
+    assert cell["runtime"] == rig.runtime.name
+    # process cells listen on loopback; containers are reached on their own network
+    assert cell["url"].startswith("http://127.0.0.1:") != (rig.kind in ("docker", "swarm"))
     assert cell["restarts"] == 0 and cell["started_at"] and cell["last_health_at"]
+    assert cell["node"]  # where it runs: the host, or on Swarm the node it was placed on
     assert _events(rig, up["deploy_id"])[:4] == ["received", "starting", "ready", "activated"]
     assert _model(rig, "iris")["active_deploy_id"] == up["deploy_id"]
     if rig.kind != "fake":
         assert _predict(rig, record, {"inputs": [1, 2]}) == {"echo": [1, 2], "tag": "v1"}
+
+
+@pytest.mark.parametrize("runtime_kind", ["process", "docker", SWARM], indirect=True)
+def test_a_cell_knows_its_version(rig: Rig) -> None:
+    _upload(rig, "good", "versioned")
+    up = _upload(rig, "good", "versioned")
+    record = wait_for_status(rig.api, up["deploy_id"], "ready")
+    import httpx
+
+    meta = httpx.get(f"{record['cell']['url']}/v2/models/versioned", timeout=30).json()
+    assert meta["versions"] == ["2"], meta
 
 
 def test_load_failure_ends_failed_with_the_exception(rig: Rig) -> None:
@@ -112,6 +126,36 @@ def test_new_version_replaces_the_old_one(rig: Rig) -> None:
         assert _predict(rig, record, 1)["tag"] == "v2"
 
 
+def test_starting_a_version_while_the_active_one_is_stopped_makes_it_active(rig: Rig) -> None:
+    v1 = _upload(rig, "good", "restarted", parameters={"tag": "v1"})
+    wait_for_status(rig.api, v1["deploy_id"], "ready")
+    v2 = rig.api.post(
+        "/api/v1/deployments",
+        params={"start": "false"},
+        files=multipart(*package("good", "restarted", parameters={"tag": "v2"})),
+    ).json()
+    rig.api.post(f"/api/v1/deployments/{v1['deploy_id']}/stop")
+    wait_for_status(rig.api, v1["deploy_id"], "stopped")
+    rig.api.post(f"/api/v1/deployments/{v2['deploy_id']}/start")
+    record = wait_for_status(rig.api, v2["deploy_id"], "ready")
+    eventually(lambda: _model(rig, "restarted")["active_deploy_id"] == v2["deploy_id"])
+    assert "activated" in _events(rig, v2["deploy_id"])
+    if rig.kind != "fake":
+        assert _predict(rig, record, 1)["tag"] == "v2"
+
+
+def test_starting_an_older_version_beside_the_active_one_leaves_it_active(rig: Rig) -> None:
+    v1 = _upload(rig, "good", "beside", parameters={"tag": "v1"})
+    wait_for_status(rig.api, v1["deploy_id"], "ready")
+    v2 = _upload(rig, "good", "beside", parameters={"tag": "v2"})
+    wait_for_status(rig.api, v2["deploy_id"], "ready")
+    wait_for_status(rig.api, v1["deploy_id"], "stopped")
+    rig.api.post(f"/api/v1/deployments/{v1['deploy_id']}/start")
+    old = wait_for_status(rig.api, v1["deploy_id"], "ready")
+    assert old["active"] is False
+    assert _model(rig, "beside")["active_deploy_id"] == v2["deploy_id"]
+
+
 def test_broken_new_version_leaves_the_old_one_serving(rig: Rig) -> None:
     v1 = _upload(rig, "good", "keep", parameters={"tag": "v1"})
     first = wait_for_status(rig.api, v1["deploy_id"], "ready")
@@ -128,14 +172,20 @@ def test_crashed_cell_is_restarted_then_failed_past_the_budget(rig: Rig) -> None
     up = _upload(rig, "good", "crashy")
     deploy_id = up["deploy_id"]
     cell = wait_for_status(rig.api, deploy_id, "ready")["cell"]
+    # (on Swarm, Swarm starts the new task itself and the server adopts it)
     for n in range(1, rig.settings.crash_loop_budget + 1):
         rig.kill(cell["id"])
         record = rig.api.get(f"/api/v1/deployments/{deploy_id}").json()
         while record["cell"] is None or record["cell"]["id"] == cell["id"]:
             record = wait_for_status(rig.api, deploy_id, "ready")
         assert record["cell"]["restarts"] == n and record["active"] is True
+        if rig.kind != "fake":
+            assert _predict(rig, record, n)["echo"] == n
         cell = record["cell"]
     assert _events(rig, deploy_id).count("crashed") == rig.settings.crash_loop_budget
+    if rig.kind == "swarm":  # the replacements were Swarm's own, adopted
+        events = rig.api.get(f"/api/v1/deployments/{deploy_id}/events").json()
+        assert sum("restarted by swarm" in e["message"] for e in events) == n
     rig.kill(cell["id"])
     failed = wait_for_status(rig.api, deploy_id, "failed")
     assert "crash loop" in failed["status_reason"]
@@ -160,29 +210,10 @@ def test_rollback_makes_an_old_version_active_again(rig: Rig) -> None:
 
 
 def _tiny_wheel() -> bytes:
-    """A one-module wheel written by hand (no build tools, no index): dstiny, VALUE = 42.
-    Its content is new each run, so no environment image cached by an earlier run fits."""
-    import base64
-    import hashlib
-    import io
-    import zipfile
-
-    files = {
-        "dstiny.py": f"VALUE = 42\nRUN = {secrets.token_hex(8)!r}\n".encode(),
-        "dstiny-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: dstiny\nVersion: 0.1\n",
-        "dstiny-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\n"
-        b"Root-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = ""
-    for name, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record += f"{name},sha256={digest},{len(data)}\n"
-    files["dstiny-0.1.dist-info/RECORD"] = (record + "dstiny-0.1.dist-info/RECORD,,\n").encode()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
-    return buf.getvalue()
+    """dstiny, VALUE = 42; new content each run, so no environment image cached by an
+    earlier run fits."""
+    module = f"VALUE = 42\nRUN = {secrets.token_hex(8)!r}\n".encode()
+    return make_wheel("dstiny", "0.1", {"dstiny.py": module})
 
 
 def test_requirements_build_an_environment_once(rig: Rig) -> None:

@@ -1,4 +1,4 @@
-"""/serve/{model}/... through the server to real cells (process and docker runtimes):
+"""/serve/{model}/... through the server to real cells (process, docker, swarm runtimes):
 the cell's protocols, errors, access, and a version switch with no failed request."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from tests.helpers import ADMIN_TOKEN, bearer, multipart, wait_for_status
-from tests.lifecycle.conftest import Rig
+from tests.lifecycle.conftest import SWARM, Rig
 from tests.lifecycle.packages import package
 
 REAL = pytest.mark.parametrize(
     "runtime_kind",
-    ["process", pytest.param("docker", marks=pytest.mark.docker)],
+    ["process", pytest.param("docker", marks=pytest.mark.docker), SWARM],
     indirect=True,
 )
 pytestmark = [pytest.mark.slow, REAL]

@@ -56,13 +56,27 @@ def _mlflow(answer: dict[str, Any]) -> None:
     assert answer == {"predictions": [0, 2]}
 
 
+def _streaming(answer: Any) -> None:
+    tokens = ["Serving", "cells", "stream", ",", "token", "by", "token", "."]
+    assert answer == [{"index": i, "token": t} for i, t in enumerate(tokens)] + [
+        {"done": True, "tokens": len(tokens)}
+    ]
+
+
+def _answer(response: Any) -> Any:
+    """The JSON answer; a streamed one (JSON lines) as the list of its items."""
+    if response.headers["content-type"] == "application/x-ndjson":
+        return [json.loads(line) for line in response.text.splitlines()]
+    return response.json()
+
+
 def _image(answer: dict[str, Any]) -> None:
     assert answer["predictions"]["label"] == "blue"
     assert len(answer["predictions"]["mean_rgb"]) == 3
 
 
 # name -> (path, request keyword arguments for httpx, check of the JSON answer)
-CASES: dict[str, tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]]] = {
+CASES: dict[str, tuple[str, Callable[[], dict[str, Any]], Callable[[Any], None]]] = {
     "python": ("/predict", lambda: {"json": _request("python")}, _python),
     "sklearn": ("/predict", lambda: {"json": _request("sklearn")}, _iris_labels),
     "mlflow": ("/invocations", lambda: {"json": _request("mlflow")}, _mlflow),
@@ -70,6 +84,7 @@ CASES: dict[str, tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, An
     "ubiops": ("/predict", lambda: {"json": _request("ubiops")}, _ubiops),
     "budgetml": ("/predict", lambda: {"json": _request("budgetml")}, _budgetml),
     "image": ("/predict", lambda: {"files": {"image": ("blue.png", _sample_png())}}, _image),
+    "streaming": ("/predict", lambda: {"json": _request("streaming")}, _streaming),
 }
 PARAMS = [pytest.param(n, marks=MLFLOW_WARNINGS if n == "mlflow" else ()) for n in CASES]
 
@@ -94,7 +109,7 @@ async def test_template_in_process(name: str, built_templates: Callable[[str], P
         assert (await client.get("/health/ready")).json()["state"] == "READY"
         answer = await client.post(path, **request())
         assert answer.status_code == 200, answer.text
-        check(answer.json())
+        check(_answer(answer))
 
 
 @pytest.mark.slow
@@ -109,7 +124,7 @@ def test_template_in_a_cell_process(
         assert ready.status_code == 200, ready.text
         answer = c.post(path, **request())
         assert answer.status_code == 200, answer.text
-        check(answer.json())
+        check(_answer(answer))
         assert c.get("/").json()["model"] == _metadata(name)["model"]
 
 

@@ -1,0 +1,1 @@
+"""Who may do what: bearer tokens, users and password logins, the token cache, login limits."""

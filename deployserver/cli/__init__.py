@@ -1,0 +1,1 @@
+"""The deployserver command line: serve, db, token and user, and the client commands."""

@@ -1,0 +1,1 @@
+"""The control loop: the reconciler, its pure decisions, lifecycle transitions, the health gate."""

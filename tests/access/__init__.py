@@ -1,0 +1,1 @@
+"""Tests of access: tokens, users, the token cache, login limits."""

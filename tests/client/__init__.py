@@ -1,0 +1,1 @@
+"""Tests of the Python SDK and what a push packs."""

@@ -1,0 +1,1 @@
+"""Tests of the control loop: decisions, the health gate, the reconciler."""

@@ -1,0 +1,1 @@
+"""The production deployments, run for real (docker-compose; a Swarm stack later)."""

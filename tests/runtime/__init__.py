@@ -1,0 +1,1 @@
+"""Tests of the runtimes: images, cell networks, pip on the host."""

@@ -1,0 +1,1 @@
+"""Attacks on the trust boundary: each one refused, with nothing left behind."""

@@ -1,0 +1,1 @@
+"""Tests of the data path: streamed results and what serves predictions."""

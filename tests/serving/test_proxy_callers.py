@@ -1,0 +1,138 @@
+"""/serve against callers that leave: the proxy in its real ASGI stack (uvicorn with the
+server's own HTTP protocol, the body idle limit) in front of raw-socket cells. A caller
+that goes away mid-body never has a cut body run as if whole; one that goes away during
+an answer that never ends frees the cell's connection at once."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+
+from deployserver.api.limits import BodyIdleTimeout, LimitedHttpToolsProtocol
+from deployserver.serving.balance import Load
+from deployserver.serving.proxy import ServeProxy, cell_client
+from deployserver.serving.routetable import Replica, Route
+
+Handler = Any
+
+
+class _Routes:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def resolve(self, model: str) -> Route:
+        return Route(model, "d1", True, 0.0, (Replica("c1", self.url),))
+
+    def invalidate(self, model: str | None = None) -> None:
+        pass
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+
+    def observe_proxy(self, label: str, status: int, seconds: float) -> None:
+        self.statuses.append(status)
+
+
+async def _fallback(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@asynccontextmanager
+async def _proxy(cell_url: str) -> AsyncIterator[tuple[int, _Metrics]]:
+    """The proxy on a free port, its one model's one replica at ``cell_url``."""
+    metrics = _Metrics()
+    ds = types.SimpleNamespace(
+        routes=_Routes(cell_url),
+        load=Load(),
+        cell_client=cell_client(5.0),
+        metrics=metrics,
+        reconciler=types.SimpleNamespace(wake=lambda: None),
+    )
+    stack = BodyIdleTimeout(ServeProxy(_fallback), 5.0)
+    app_state = types.SimpleNamespace(state=types.SimpleNamespace(ds=ds))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["app"] = app_state
+        await stack(scope, receive, send)
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=LimitedHttpToolsProtocol, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1], metrics
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@asynccontextmanager
+async def _cell(handler: Handler) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_a_body_cut_by_its_caller_never_reaches_the_cell_as_whole() -> None:
+    bodies: list[bytes] = []
+
+    async def cell(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        bodies.append(await reader.read())  # all that came before the connection closed
+        writer.close()
+
+    async with _cell(cell) as url, _proxy(url) as (port, metrics):
+        for head, sent in (
+            (b"transfer-encoding: chunked", b"5\r\nhello\r\n"),  # no last chunk
+            (b"content-length: 100000", b"x" * 70000),  # streamed, then cut
+            (b"content-length: 1000", b"x" * 10),  # small: read whole first
+        ):
+            _, caller = await asyncio.open_connection("127.0.0.1", port)
+            caller.write(b"POST /serve/m/predict HTTP/1.1\r\nhost: x\r\n" + head + b"\r\n\r\n")
+            caller.write(sent)
+            await caller.drain()
+            await asyncio.sleep(0.2)
+            caller.close()  # gone mid-body
+        for _ in range(100):
+            if len(metrics.statuses) == 3:
+                break
+            await asyncio.sleep(0.05)
+    assert metrics.statuses == [499, 499, 499]
+    # what reached the cell is visibly cut: no last chunk, fewer bytes than announced
+    assert all(not body.endswith(b"0\r\n\r\n") for body in bodies), bodies
+    assert all(len(body) < 100000 for body in bodies)
+
+
+async def test_a_caller_leaving_an_endless_answer_frees_the_cells_connection() -> None:
+    freed = asyncio.Event()
+
+    async def cell(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        try:
+            while True:  # tokens, for ever
+                writer.write(b"6\r\ntoken\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except ConnectionError:
+            freed.set()
+
+    async with _cell(cell) as url, _proxy(url) as (port, metrics):
+        reader, caller = await asyncio.open_connection("127.0.0.1", port)
+        caller.write(b"GET /serve/m/stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        await caller.drain()
+        assert b"token" in await reader.read(4096)
+        caller.close()
+        await asyncio.wait_for(freed.wait(), 5)  # the cell saw its connection go
+    assert metrics.statuses == [499]

@@ -1,0 +1,1 @@
+"""Tests of the store: migrations, queries, the read and lookup caches."""

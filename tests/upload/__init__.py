@@ -1,0 +1,1 @@
+"""Tests of the upload path: receive, multipart, unpack, storage, hostile uploads."""
