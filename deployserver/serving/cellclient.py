@@ -8,7 +8,7 @@ it is what keeps /serve's added latency down.
 
 Failures tell the proxy what it may do next: :class:`NotSent` (refused, or no connection
 in time: the request never left), :class:`Dropped` (the connection closed before the
-answer's head: the cell died holding it, or closed an idle connection as it went out),
+answer's end: the cell died holding it, or closed an idle connection as it went out),
 ``TimeoutError`` (no byte within the read timeout) and :class:`BadAnswer`.
 """
 
@@ -46,7 +46,7 @@ class NotSent(CellError):
 
 
 class Dropped(CellError):
-    """The connection closed before the cell's answer began."""
+    """The connection closed before the cell's answer ended."""
 
 
 class BadAnswer(CellError):

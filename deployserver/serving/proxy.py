@@ -10,11 +10,11 @@ are streamed (small sized ones are sent whole), hop-by-hop headers are dropped, 
 caller's Authorization, cookies and forwarding claims never reach the cell; the cell's
 answers set no cookie and are sandboxed. When the replica chosen could not be reached
 (killed, or gone in a version switch), it is taken out at once and the request, not sent
-yet, goes to another. A replica that dies holding a request (its connection closed
-before a byte of answer) is taken out too, and the request, when its body was kept, is
-sent once more to another: the caller never got an answer, so none is lost or doubled. A
-deployment whose predict has side effects outside the cell opts out
-(``scaling.resend_dropped``), and then such a request answers 502.
+yet, goes to another. A replica that dies holding a request (its connection closed before
+the caller got a byte: small answers are read whole first) is taken out too, and the
+request, when its body was kept, is sent once more to another: the caller never got an
+answer, so none is lost or doubled. A deployment whose predict has side effects outside
+the cell opts out (``scaling.resend_dropped``), and then such a request answers 502.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -35,13 +34,13 @@ from deployserver.access.authorize import authorize
 from deployserver.errors import DeployServerError, TryAgainLater, error_json
 from deployserver.serving import dataloop
 from deployserver.serving.balance import Load
+from deployserver.serving.callerbody import CallerBody, CallerGone, header
 from deployserver.serving.cellclient import Answer, CellClient, CellError, Dropped, NotSent
 from deployserver.serving.routetable import Route, RouteTable
 
 log = logging.getLogger("deployserver.serving.proxy")
 PREFIX = "/serve/"
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-SMALL_BODY = 64 * 1024
 MAX_TRIES = 3
 """Replicas one request may be sent to when the earlier ones could not be reached."""
 UNKNOWN_MODEL = "_unknown"
@@ -106,11 +105,15 @@ CLIENT_CLOSED = 499
 """The status recorded (nothing is sent) for a request whose caller went away."""
 
 
-def _bounded(headers: list[tuple[bytes, bytes]]) -> bool:
+SMALL_ANSWER = 64 * 1024
+"""Answers up to this length are read whole from the cell before the caller gets a byte."""
+
+
+def _length(headers: list[tuple[bytes, bytes]]) -> int | None:
     for name, value in headers:
         if name.lower() == b"content-length":
-            return value.isdigit() and int(value) <= BOUNDED
-    return False
+            return int(value) if value.isdigit() else None
+    return None
 
 
 async def _relay(answer: Answer, send: Send) -> None:
@@ -118,7 +121,7 @@ async def _relay(answer: Answer, send: Send) -> None:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 
-async def _relay_while_there(answer: Answer, body: _Body, send: Send) -> None:
+async def _relay_while_there(answer: Answer, body: CallerBody, send: Send) -> None:
     """Relay until the answer ends; CallerGone (the cell's connection closed) as soon as
     the caller disconnects, for an ASGI server's send() to a gone caller says nothing."""
     relay = asyncio.ensure_future(_relay(answer, send))
@@ -136,7 +139,7 @@ async def _relay_while_there(answer: Answer, body: _Body, send: Send) -> None:
     relay.result()
 
 
-async def _failed(exc: Exception, body: _Body, send: Send) -> int:
+async def _failed(exc: Exception, body: CallerBody, send: Send) -> int:
     """The answer to a request its replica failed (and that goes nowhere else)."""
     if isinstance(exc, CallerGone):
         return CLIENT_CLOSED  # nobody to answer
@@ -187,7 +190,7 @@ def _forward_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     if client:
         headers.append((b"x-forwarded-for", client[0].encode("latin-1")))
     headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
-    host = _header(scope, b"host")
+    host = header(scope, b"host")
     if host:
         headers.append((b"x-forwarded-host", host))
     return headers
@@ -203,74 +206,12 @@ def _target(scope: Scope, model: str, rest: str) -> str:
     return quote(f"/{rest}", safe="/:@!$&'()*+,;=-._~")
 
 
-def _header(scope: Scope, wanted: bytes) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return value  # type: ignore[no-any-return]
-    return None
-
-
 def _token(scope: Scope) -> str | None:
-    value = _header(scope, b"authorization")
+    value = header(scope, b"authorization")
     if value is None:
         return None
     kind, _, token = value.decode("latin-1").partition(" ")
     return token.strip() if kind.lower() == "bearer" and token.strip() else None
-
-
-class CallerGone(CellError):
-    """The caller went away before its request's body ended."""
-
-
-class _Body:
-    """The caller's request body: read whole when small and sized, else a one-shot stream."""
-
-    def __init__(self, scope: Scope, receive: Receive) -> None:
-        self.receive = receive
-        length = _header(scope, b"content-length")
-        self.size = int(length) if length and length.isdigit() else None
-        self.chunked = _header(scope, b"transfer-encoding") is not None
-        self.started = False
-        self.responded = False
-        self.whole: bytes | None = None
-        self.stalled: DeployServerError | None = None
-        """Set when the caller stopped sending (the client towards the cell wraps it)."""
-
-    async def payload(self) -> bytes | AsyncIterator[bytes] | None:
-        if self.size is not None and self.size <= SMALL_BODY:
-            if self.whole is None:
-                whole = b"".join([chunk async for chunk in self._chunks()])
-                if len(whole) != self.size:  # never a cut body that looks whole to the cell
-                    raise CallerGone(f"the caller sent {len(whole)} of {self.size} bytes")
-                self.whole = whole
-            return self.whole  # resendable: a re-route may send it again
-        if self.size or self.chunked:
-            return self._chunks()
-        return None
-
-    async def disconnected(self) -> None:
-        """Returns once the caller disconnects (call after the body was read)."""
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
-
-    @property
-    def resendable(self) -> bool:
-        return self.whole is not None or not self.started
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        self.started = True
-        while True:
-            try:
-                message = await self.receive()
-            except DeployServerError as exc:  # RequestTimeout from the body's idle limit
-                self.stalled = exc
-                raise
-            if message["type"] == "http.disconnect":  # mid-body: the cell must not run it
-                raise CallerGone("the caller went away before its body ended")
-            if message.get("body"):
-                yield message["body"]
-            if not message.get("more_body", False):
-                return
 
 
 class ServeProxy:
@@ -290,11 +231,14 @@ class ServeProxy:
         state = scope["app"].state.ds
         started = time.perf_counter()
         model, _, rest = rest.partition("/")
-        status = await self._serve(state, model, rest, scope, receive, send)
-        # an unknown name gets no label of its own: callers must not grow the metrics.
-        # Known is what this request found (the route table may forget it meanwhile).
-        label = model if scope.get(FOUND_KEY) else UNKNOWN_MODEL
-        state.metrics.observe_proxy(label, status, time.perf_counter() - started)
+        status = 502  # unless it ends: an answer under way was cut (its cell went away)
+        try:
+            status = await self._serve(state, model, rest, scope, receive, send)
+        finally:
+            # an unknown name gets no label of its own: callers must not grow the metrics.
+            # Known is what this request found (the route table may forget it meanwhile).
+            label = model if scope.get(FOUND_KEY) else UNKNOWN_MODEL
+            state.metrics.observe_proxy(label, status, time.perf_counter() - started)
 
     async def _serve(
         self, state: Any, model: str, rest: str, scope: Scope, receive: Receive, send: Send
@@ -320,10 +264,10 @@ class ServeProxy:
             except DeployServerError as exc:
                 await _send_exc(send, exc)
                 return exc.status_code
-        return await self._balanced(state, route, rest, scope, _Body(scope, receive), send)
+        return await self._balanced(state, route, rest, scope, CallerBody(scope, receive), send)
 
     async def _balanced(
-        self, state: Any, route: Route, rest: str, scope: Scope, body: _Body, send: Send
+        self, state: Any, route: Route, rest: str, scope: Scope, body: CallerBody, send: Send
     ) -> int:
         """Forward to a replica chosen by the balancer; one that could not be reached, or
         died holding the request, is taken out at once, and the request goes to another
@@ -375,7 +319,7 @@ class ServeProxy:
         model: str,
         rest: str,
         scope: Scope,
-        body: _Body,
+        body: CallerBody,
         send: Send,
     ) -> int:
         query = scope.get("query_string", b"")
@@ -390,9 +334,21 @@ class ServeProxy:
                 dropped = dropped | {b"content-length"}
             headers = [(n, v) for n, v in answer.headers if n.lower() not in dropped]
             headers += SERVE_HEADERS
+            length = _length(answer.headers)
+            if length is not None and length <= SMALL_ANSWER:
+                # read whole before a byte goes out: a replica that dies between its
+                # answer's head and body has then dropped a request the caller never
+                # saw answered, which may still go to another replica
+                whole = b"".join([chunk async for chunk in answer.iter_chunks()])
+                body.responded = True
+                await send(
+                    {"type": "http.response.start", "status": answer.status, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": whole})
+                return answer.status
             body.responded = True
             await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-            if _bounded(answer.headers):
+            if length is not None and length <= BOUNDED:
                 await _relay(answer, send)
             else:  # a stream may never end by itself: it ends when its caller goes
                 await _relay_while_there(answer, body, send)

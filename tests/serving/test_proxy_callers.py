@@ -1,7 +1,9 @@
 """/serve against callers that leave: the proxy in its real ASGI stack (uvicorn with the
 server's own HTTP protocol, the body idle limit) in front of raw-socket cells. A caller
 that goes away mid-body never has a cut body run as if whole; one that goes away during
-an answer that never ends frees the cell's connection at once."""
+an answer that never ends frees the cell's connection at once. A replica that dies
+between its answer's head and body has dropped the request: a small answer goes to
+another replica, one the caller already got bytes of is cut, never resent."""
 
 from __future__ import annotations
 
@@ -22,11 +24,12 @@ Handler = Any
 
 
 class _Routes:
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, urls: tuple[str, ...]) -> None:
+        self.urls = urls
 
     async def resolve(self, model: str) -> Route:
-        return Route(model, "d1", True, 0.0, (Replica("c1", self.url),))
+        replicas = tuple(Replica(f"c{i}", url) for i, url in enumerate(self.urls))
+        return Route(model, "d1", True, 0.0, replicas)
 
     def invalidate(self, model: str | None = None) -> None:
         pass
@@ -46,11 +49,11 @@ async def _fallback(scope: Any, receive: Any, send: Any) -> None:
 
 
 @asynccontextmanager
-async def _proxy(cell_url: str) -> AsyncIterator[tuple[int, _Metrics]]:
-    """The proxy on a free port, its one model's one replica at ``cell_url``."""
+async def _proxy(*cell_urls: str) -> AsyncIterator[tuple[int, _Metrics]]:
+    """The proxy on a free port, its one model's replicas at ``cell_urls``."""
     metrics = _Metrics()
     ds = types.SimpleNamespace(
-        routes=_Routes(cell_url),
+        routes=_Routes(cell_urls),
         load=Load(),
         cell_client=cell_client(5.0),
         metrics=metrics,
@@ -136,3 +139,69 @@ async def test_a_caller_leaving_an_endless_answer_frees_the_cells_connection() -
         caller.close()
         await asyncio.wait_for(freed.wait(), 5)  # the cell saw its connection go
     assert metrics.statuses == [499]
+
+
+async def _dies_after(answer: bytes, calls: list[str], name: str) -> Handler:
+    async def cell(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        calls.append(name)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()  # died here
+
+    return cell
+
+
+async def _answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        body = b'{"predictions": "from the other replica"}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+
+async def test_a_replica_dying_between_head_and_body_leaves_the_request_to_another() -> None:
+    calls: list[str] = []
+    head_only = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 41\r\n\r\n"
+    dying = await _dies_after(head_only, calls, "dying")
+    async with (
+        _cell(dying) as first,
+        _cell(_answers) as second,
+        _proxy(first, second) as (
+            port,
+            metrics,
+        ),
+    ):
+        reader, caller = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(4):  # the balancer may pick either first; the dying one is ejected
+            caller.write(
+                b"POST /serve/m/predict HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+            )
+            await caller.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert b"content-length: 41" in head.lower()
+            assert await reader.readexactly(41) == b'{"predictions": "from the other replica"}'
+        caller.close()
+    assert metrics.statuses == [200] * 4
+    assert calls == ["dying"]  # it died once, and was taken out
+
+
+async def test_a_replica_dying_mid_answer_after_bytes_went_out_is_not_resent() -> None:
+    calls: list[str] = []
+    begun = b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n" + b"x" * 1000
+    dying = await _dies_after(begun, calls, "dying")
+    async with _cell(dying) as url, _proxy(url) as (port, metrics):
+        reader, caller = await asyncio.open_connection("127.0.0.1", port)
+        caller.write(b"POST /serve/m/predict HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        await caller.drain()
+        got = await asyncio.wait_for(reader.read(), 5)  # until the proxy closes
+        caller.close()
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"x" * 1000)  # cut, visibly
+    assert calls == ["dying"] and metrics.statuses == [502]  # counted as failed
