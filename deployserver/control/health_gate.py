@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ class HealthPolicy:
     """Give up after this many seconds without a ready answer."""
     ping_timeout: float = 2.0
     """Seconds one ping may take in all (connect, headers and body), not per read."""
+    observe_every: float = 0.25
+    """Least seconds between two looks (a call to the engine) at whether a cell that does
+    not answer yet still runs: pinged often while it boots, it is not inspected as often,
+    for the engine's CPU is the booting cell's too."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ async def await_ready(
 ) -> Verdict:
     """Ping until the cell decides; ``observe`` tells whether it is still running."""
     started = clock()
+    observed = [-math.inf]
 
     def out_of_time(_state: RetryCallState) -> bool:
         return clock() - started >= policy.deadline
@@ -152,6 +158,10 @@ async def await_ready(
         verdict = await ping_ready(client, url, max(min(policy.ping_timeout, left), 0.05))
         if verdict is not None:
             return verdict
+        now = clock()
+        if now - observed[0] < policy.observe_every:
+            return None
+        observed[0] = now
         info = await observe()
         if info is None or not info.running:
             reason = await exited_reason(info) if exited_reason else "the cell exited"

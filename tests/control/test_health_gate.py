@@ -132,7 +132,9 @@ async def test_a_cell_ready_after_starting_answers_waits_the_policy_backoff() ->
     assert verdict == Verdict(True)
     assert clock.sleeps == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]  # doubling, capped at max_delay
     assert len(fake.pings) == 7
-    assert runtime.observed == 6  # after every answer that was not a verdict
+    # after an answer that was not a verdict, at most every observe_every (0.25 s):
+    # at 0, 0.35, 0.75 and 1.25 s, not at 0.05 nor 0.15 (the ping at 1.75 s is ready)
+    assert runtime.observed == 4
 
 
 async def test_a_cell_whose_setup_failed_gives_its_reason() -> None:
@@ -164,7 +166,8 @@ async def test_a_cell_that_exits_gives_the_exit_reason() -> None:
         False, "the cell exited with code 3; last output:\nImportError: no module named torch"
     )
     assert seen == [exited]
-    assert clock.sleeps == [0.05]  # it ran for one ping, then was seen exited
+    # seen running after the first ping, exited at the next look 0.25 s on or later
+    assert clock.sleeps == [0.05, 0.1, 0.2]
 
 
 async def test_a_cell_that_is_gone_gives_the_exit_reason_of_nothing() -> None:
@@ -195,13 +198,23 @@ async def test_a_cell_never_ready_fails_when_the_deadline_passes() -> None:
     assert fake.timeouts == pytest.approx([1.0, 0.95, 0.85, 0.65, 0.25, 0.05])
 
 
+async def test_a_cell_pinged_often_while_it_boots_is_looked_at_less_often() -> None:
+    # a woken replica: pinged every 20 ms, the engine asked whether it runs every 0.25 s
+    policy = HealthPolicy(first_delay=0.01, max_delay=0.02, deadline=180.0, ping_timeout=2.0)
+    fake, runtime = FakeCell(*[STARTING] * 50, READY), FakeRuntime()
+    verdict, clock = await gate(fake, runtime, policy)
+    assert verdict == Verdict(True) and len(fake.pings) == 51
+    assert sum(clock.sleeps) == pytest.approx(0.99)
+    assert runtime.observed == 4  # at 0, 0.25, 0.51 and 0.77 s
+
+
 async def test_a_ping_that_times_out_counts_as_no_answer() -> None:
     timed_out = httpx.ReadTimeout("no answer in time")
     fake, runtime = FakeCell(timed_out, httpx.ConnectError("refused"), READY), FakeRuntime()
     verdict, clock = await gate(fake, runtime)
     assert verdict == Verdict(True)
     assert clock.sleeps == [0.05, 0.1]
-    assert runtime.observed == 2
+    assert runtime.observed == 1  # the second failed ping came 0.05 s after the first look
 
 
 async def test_a_hanging_ping_is_cut_off_by_the_ping_timeout() -> None:
