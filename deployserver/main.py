@@ -192,6 +192,7 @@ def create_app(
             await webhooks.aclose()
             await session_to_cells.close()
             await proxy_client.close()
+            await asyncio.to_thread(cell_runtime.close)
             engine.dispose()
 
     app = DeployServerApp(title="deployserver", version="0.1.0", lifespan=lifespan)

@@ -231,6 +231,9 @@ class FakeRuntime:
         """The control plane restarts this runtime's cells: never one of its own."""
         return None
 
+    def close(self) -> None:
+        """Nothing is made ahead of a cell here."""
+
     def logs(self, cell_id: str, tail: int = 100) -> str:
         cell = self.cells.get(cell_id)
         if cell is None:

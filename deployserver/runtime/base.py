@@ -109,6 +109,10 @@ class CellRuntime(Protocol):
         replaces a failed task, or the tasks of a drained node), to be adopted rather
         than replaced; None when the engine restarts nothing (the control plane does)."""
 
+    def close(self) -> None:
+        """The server stops: remove what the runtime made ahead for cells to come (its
+        cells stay, to be adopted by the next start)."""
+
 
 def memory_bytes(value: str) -> int:
     """'512m', '2g', '1Gi', '1024' -> bytes (binary units, as Docker reads them)."""

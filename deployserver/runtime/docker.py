@@ -271,11 +271,15 @@ class DockerRuntime:
         except APIError as exc:
             if exc.status_code != 409:  # 409: its removal is already under way
                 raise
-        self.networks.remove(str(container.name))
+        networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        self.networks.remove([str(container.name), *networks])
 
     def successor(self, cell_id: str) -> CellInfo | None:
         """The control plane restarts this runtime's cells: never one of its own."""
         return None
+
+    def close(self) -> None:
+        self.networks.close()
 
     def logs(self, cell_id: str, tail: int = 100) -> str:
         try:

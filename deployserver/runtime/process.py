@@ -309,6 +309,9 @@ class ProcessRuntime:
         """The control plane restarts this runtime's cells: never one of its own."""
         return None
 
+    def close(self) -> None:
+        """Nothing is made ahead of a cell here."""
+
     def logs(self, cell_id: str, tail: int = 100) -> str:
         path = self.root / f"{cell_id}.log"
         if not path.exists():

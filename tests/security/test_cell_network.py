@@ -78,7 +78,8 @@ def test_cells_reach_neither_each_other_nor_the_host_nor_beyond(
 
     # the host: its address on the cell's own bridge, its network card, Docker's bridge
     cell = docker_client.containers.get(first["cell"]["id"])
-    own_gateway = cell.attrs["NetworkSettings"]["Networks"][cell.name]["Gateway"]
+    (own,) = cell.attrs["NetworkSettings"]["Networks"].values()  # its own network alone
+    own_gateway = own["Gateway"]
     for address in [own_gateway, *host_addresses()]:
         with socket.create_connection((address, host_listener), timeout=5):
             pass  # the listener does answer whoever may reach it
@@ -101,23 +102,32 @@ def test_a_cell_with_egress_reaches_the_host_but_still_not_other_cells(
     assert server.probe("free", *cell_address(isolated)).startswith("refused")
     assert server.probe("isolated", *cell_address(free)).startswith("refused")
 
-    cell = docker_client.containers.get(free["cell"]["id"])
-    network = docker_client.networks.get(cell.name)
+    network = docker_client.networks.get(_network_of(docker_client, free))
     assert network.attrs["Internal"] is False
     assert network.attrs["Labels"]["deployserver.egress"] == "1"
     assert network.attrs["Options"]["com.docker.network.bridge.name"].startswith("dse")
 
 
+def _network_of(docker_client: docker.DockerClient, record: dict[str, Any]) -> str:
+    """The name of the network a deployment's cell is on (its only one)."""
+    cell = docker_client.containers.get(record["cell"]["id"])
+    (name,) = cell.attrs["NetworkSettings"]["Networks"]
+    return str(name)
+
+
 def test_networks_go_with_their_cells(server: Server, docker_client: docker.DockerClient) -> None:
-    """Stopped, or removed behind the server's back: no network of the old cell stays."""
+    """Stopped, or removed behind the server's back: no network of the old cell stays
+    (the spare one, made ahead for the next cell, aside)."""
     label = f"deployserver.instance={server.runtime.instance}"
+    cells = server.runtime.networks
 
     def networks() -> set[str]:
-        return {n.id for n in docker_client.networks.list(filters={"label": label})}
+        with cells.lock:
+            found = docker_client.networks.list(filters={"label": label})
+            return {n.id for n in found if n.name != cells.spare}
 
     def network_of(record: dict[str, Any]) -> str:
-        name = docker_client.containers.get(record["cell"]["id"]).name
-        return str(docker_client.networks.get(name).id)
+        return str(docker_client.networks.get(_network_of(docker_client, record)).id)
 
     kept, stopped, vanished = (server.deploy(name) for name in ("kept", "stopped", "vanished"))
     before = {network_of(r) for r in (kept, stopped, vanished)}
@@ -158,3 +168,30 @@ def test_a_network_left_by_a_crash_is_removed_at_start(
         docker_client.networks.get(other.id)  # never touches what is not its own
     finally:
         other.remove()
+
+
+def test_a_cell_takes_the_network_made_ahead_and_the_next_one_is_made(
+    server: Server, docker_client: docker.DockerClient
+) -> None:
+    """A cell start does not wait for its network: the one made ahead is taken, isolated
+    as any other, and the next is made; the server's stop removes the one left."""
+    cells = server.runtime.networks
+    first = server.deploy("ahead-first")
+    eventually(lambda: cells.spare is not None, what="a network made ahead")
+    spare = cells.spare
+    assert spare is not None and spare != _network_of(docker_client, first)
+    second = server.deploy("ahead-second")
+    assert _network_of(docker_client, second) == spare
+    network = docker_client.networks.get(spare)
+    assert network.attrs["Internal"] is True
+    assert network.attrs["Options"]["com.docker.network.bridge.name"].startswith("dsc")
+    assert server.probe("ahead-second", *cell_address(first)).startswith("refused")
+    assert server.probe("ahead-first", *cell_address(second)).startswith("refused")
+    eventually(lambda: cells.spare not in (None, spare), what="the next network made ahead")
+    following = cells.spare
+    assert following is not None
+    server.runtime.close()
+    assert cells.spare is None
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.networks.get(following)
+    docker_client.networks.get(spare)  # the second cell's own stays with it
