@@ -282,6 +282,13 @@ class CallerRead(BaseModel):
     expires_at: datetime | None
 
 
+class SignedOut(BaseModel):
+    """The answer to ``POST /api/v1/auth/logout``."""
+
+    revoked: bool
+    """True: the token (a login's) is revoked; False: a token made by an admin, left as it is."""
+
+
 class AccessToken(BaseModel):
     """The OAuth2 token answer of the password login."""
 

@@ -144,6 +144,19 @@ def revoke_token(session: Session, public_id: str, *, now: datetime, actor: str)
     return row
 
 
+def sign_out(session: Session, public_id: str, *, now: datetime) -> bool:
+    """Revoke the caller's own token when the password login gave it (a user signs out);
+    False for a token made with POST /api/v1/tokens, which stays an admin's to revoke
+    (a pasted CI or operator token must not die with a browser tab)."""
+    row = identities.find_token(session, public_id)
+    if row is None or row.user_id is None:
+        return False
+    if row.revoked_at is None:
+        row.revoked_at = now
+        log.info("token %s (%s) revoked: signed out", public_id, row.name)
+    return True
+
+
 def _live_admin_exists(session: Session, now: datetime) -> bool:
     rows = identities.standing_tokens(session, except_public_id=ENV_PUBLIC_ID)
     return any(

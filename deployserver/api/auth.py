@@ -1,5 +1,6 @@
-"""POST /api/v1/auth/token: the OAuth2 password login, open since it is the way in; and
-GET /api/v1/auth/me: who the token in a request is (any valid token)."""
+"""POST /api/v1/auth/token: the OAuth2 password login, open since it is the way in;
+GET /api/v1/auth/me: who the token in a request is (any valid token); and
+POST /api/v1/auth/logout: sign out, revoking a login's own token."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from urllib.parse import parse_qsl
 import anyio
 from fastapi import APIRouter, Request
 
-from deployserver.access import accounts
+from deployserver.access import accounts, credentials
 from deployserver.api.deps import PUBLIC, StateDep, TokenAccess
 from deployserver.api.openapi import errors
 from deployserver.errors import BadRequest, InvalidGrant, RequestTooLarge, UnsupportedMediaType
-from deployserver.schemas import AccessToken, CallerRead
+from deployserver.schemas import AccessToken, CallerRead, SignedOut
 from deployserver.state import AppState
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -137,3 +138,15 @@ def whoami(caller: TokenAccess) -> CallerRead:
         scopes=sorted(caller.scopes),
         expires_at=caller.expires_at,
     )
+
+
+@router.post("/logout", response_model=SignedOut)
+def logout(caller: TokenAccess, state: StateDep) -> SignedOut:
+    """Sign out: the calling token is revoked when a password login gave it, and every
+    request that carries it from now on is refused. A token made with
+    ``POST /api/v1/tokens`` is left as it is (``revoked: false``): an admin revokes those."""
+    with state.sessions.begin() as session:
+        revoked = credentials.sign_out(session, caller.token_id, now=state.clock())
+    if revoked:
+        state.token_cache.clear()
+    return SignedOut(revoked=revoked)

@@ -249,6 +249,21 @@ def _login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _logout(args: argparse.Namespace) -> int:
+    with connect(args) as ds:
+        answer = ds.logout()
+    text = (
+        "signed out: the token is revoked"
+        if answer.revoked
+        else (
+            "signed out; the token was made by an admin and stays valid (revoke it with "
+            "DELETE /api/v1/tokens/{id})"
+        )
+    )
+    emit(args, answer, text)
+    return EXIT_OK
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client commands to the main parser."""
     common = client_options()
@@ -307,6 +322,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     login.add_argument("username")
     login.add_argument("--password-stdin", action="store_true", help="read it from stdin")
     login.add_argument("--scopes", nargs="+", help="fewer scopes than the user holds")
+    command("logout", _logout, "revoke the token in use, if a password login gave it")
 
     predict = sub.add_parser("predict", help="send a prediction to a model's active cell")
     predict.add_argument("model")

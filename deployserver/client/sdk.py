@@ -50,6 +50,7 @@ from deployserver.schemas import (
     EventRead,
     ModelList,
     ModelRead,
+    SignedOut,
     StreamEvent,
 )
 
@@ -133,6 +134,13 @@ class DeployClient:
         token = AccessToken.model_validate(answer)
         self._http.headers["Authorization"] = f"Bearer {token.access_token}"
         return token
+
+    def logout(self) -> SignedOut:
+        """Sign out: the token this client sends is revoked if a password login gave it
+        (``revoked``), and no longer sent either way."""
+        answer = SignedOut.model_validate(self._call("POST", "/api/v1/auth/logout").json())
+        self._http.headers.pop("Authorization", None)
+        return answer
 
     # deployments
 

@@ -75,3 +75,23 @@ def test_cli_login_prints_a_token_then_says_when_to_try_again(server: Server) ->
         refused.stderr,
     )
     assert json.loads(refused.stdout)["error"]["code"] == "too_many_login_attempts"
+
+
+def test_signing_out_revokes_a_login_token_and_leaves_an_admin_made_one(server: Server) -> None:
+    _user(server, "leaving-user", "leaving user's password")
+    with DeployClient(server.url, "no-token-yet") as ds:
+        token = ds.login("leaving-user", "leaving user's password").access_token
+        assert ds.logout().revoked is True
+    with DeployClient(server.url, token) as ds, pytest.raises(Unauthorized) as refused:
+        ds.models()
+    assert refused.value.message == "this token was revoked"
+
+    # the CLI signs out with whatever token it sends: the admin's own is not a login's
+    out = server.cli("logout")
+    assert out.returncode == 0, out.stderr
+    assert "stays valid" in out.stdout
+    assert server.cli("models").returncode == 0  # still signed in
+    made = server.api.post("/api/v1/tokens", json={"name": "ci-bot", "scopes": ["read"]})
+    assert made.status_code == 201, made.text
+    as_json = server.cli("logout", "--json", DEPLOYSERVER_TOKEN=made.json()["token"])
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == {"revoked": False}

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import SCORE_PY, bearer
+from tests.helpers import SCORE_PY, bearer, eventually
 from tests.ui.conftest import (
     MODEL,
     TEMPLATE,
@@ -62,7 +62,16 @@ def test_sign_in_with_a_token_then_a_password_and_the_login_limit(
     # a read-only user sees no upload, no admin page
     expect(page.get_by_role("link", name="New deployment")).to_have_count(0)
     expect(page.get_by_role("link", name="Tokens & users")).to_have_count(0)
+    token = page.evaluate("() => sessionStorage.getItem('deployserver.token')")
     page.get_by_role("button", name="Sign out").click()
+    # a login's token is revoked by its sign-out; the admin's pasted one was not, above
+
+    def revoked() -> bool:
+        me = httpx.get(f"{ui_server.url}/api/v1/auth/me", headers=bearer(token), timeout=10)
+        return me.status_code == 401 and "revoked" in me.json()["error"]["message"]
+
+    eventually(revoked, what="alice's token revoked")
+    assert api.get("/api/v1/auth/me").status_code == 200
 
     # wrong passwords: told so; then the name is locked and the person told when to retry
     for _ in range(2):

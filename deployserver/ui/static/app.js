@@ -2,7 +2,7 @@
 // state. Each page is a module whose default export renders into <main> and may return a
 // function that cleans up (listeners, timers) when the person leaves it.
 
-import { auth, live, whoami } from "./api.js";
+import { auth, call, live, whoami } from "./api.js";
 import { clear, h, link, toast } from "./dom.js";
 import signin from "./pages/signin.js";
 import models from "./pages/models.js";
@@ -69,6 +69,8 @@ function header() {
 }
 
 function signOut() {
+  // a login's token is revoked on the server too (one pasted from an admin is not)
+  call("/api/v1/auth/logout", { method: "POST" }).catch(() => {});
   auth.clear();
   live.stop();
   toast("Signed out. The token is forgotten in this tab.");
