@@ -45,6 +45,8 @@ MAX_TRIES = 3
 """Replicas one request may be sent to when the earlier ones could not be reached."""
 UNKNOWN_MODEL = "_unknown"
 FOUND_KEY = "deployserver.model_found"
+AUTHORIZED_KEY = "deployserver.serve_authorized"
+"""Set in a /serve request's scope once its token was let through for ``predict``."""
 """Set in a /serve request's scope once its model was found (its metrics label)."""
 HOP_BY_HOP = frozenset(
     {
@@ -249,12 +251,9 @@ class ServeProxy:
             await _send_error(send, 404, "model_not_found", f"no model {model!r}")
             return 404
         scope[FOUND_KEY] = True
-        if not route.public:
-            try:
-                await self._authorize(state, _token(scope))
-            except DeployServerError as exc:
-                await _send_exc(send, exc)
-                return exc.status_code
+        refused = await self._refused(state, route, scope, send)
+        if refused is not None:
+            return refused
         if not route.replicas:
             if not route.wakeable:
                 await _send_error(send, 503, "no_ready_cell", f"model {model!r} has no ready cell")
@@ -264,6 +263,9 @@ class ServeProxy:
             except DeployServerError as exc:
                 await _send_exc(send, exc)
                 return exc.status_code
+            refused = await self._refused(state, route, scope, send)  # woken as another version
+            if refused is not None:
+                return refused
         return await self._balanced(state, route, rest, scope, CallerBody(scope, receive), send)
 
     async def _balanced(
@@ -302,15 +304,35 @@ class ServeProxy:
             if not (body.resendable and len(tried) < MAX_TRIES and fresh and fresh.replicas):
                 break
             route = fresh  # another replica, or the new version's after a switch
+            refused = await self._refused(state, route, scope, send)  # which may be private
+            if refused is not None:
+                return refused
         if dropped is not None:
             return await _failed(dropped, body, send)
         await _send_error(send, 502, "cell_unreachable", f"the cell of {model!r} is down")
         return 502
 
-    async def _authorize(self, state: Any, token: str | None) -> None:
-        await authorize(
-            state.token_cache, state.sessions, token, "predict", state.clock(), what="/serve"
-        )
+    async def _refused(self, state: Any, route: Route, scope: Scope, send: Send) -> int | None:
+        """None when the caller may use ``route`` (public, or its token was let through
+        once); else the status of the refusal sent. Asked again whenever the request
+        moves to another route: a version switched to private does not take a caller let
+        in as the public one's."""
+        if route.public or scope.get(AUTHORIZED_KEY):
+            return None
+        try:
+            await authorize(
+                state.token_cache,
+                state.sessions,
+                _token(scope),
+                "predict",
+                state.clock(),
+                what="/serve",
+            )
+        except DeployServerError as exc:
+            await _send_exc(send, exc)
+            return exc.status_code
+        scope[AUTHORIZED_KEY] = True
+        return None
 
     async def _forward(
         self,

@@ -24,15 +24,20 @@ Handler = Any
 
 
 class _Routes:
-    def __init__(self, urls: tuple[str, ...]) -> None:
+    def __init__(self, urls: tuple[str, ...], then: Route | None) -> None:
         self.urls = urls
+        self.then = then
+        """What the model resolves to once a replica was taken out (a version switch)."""
+        self.switched = False
 
     async def resolve(self, model: str) -> Route:
+        if self.switched and self.then is not None:
+            return self.then
         replicas = tuple(Replica(f"c{i}", url) for i, url in enumerate(self.urls))
         return Route(model, "d1", True, 0.0, replicas)
 
     def invalidate(self, model: str | None = None) -> None:
-        pass
+        self.switched = True
 
 
 class _Metrics:
@@ -49,11 +54,15 @@ async def _fallback(scope: Any, receive: Any, send: Any) -> None:
 
 
 @asynccontextmanager
-async def _proxy(*cell_urls: str) -> AsyncIterator[tuple[int, _Metrics]]:
-    """The proxy on a free port, its one model's replicas at ``cell_urls``."""
+async def _proxy(*cell_urls: str, then: Route | None = None) -> AsyncIterator[tuple[int, _Metrics]]:
+    """The proxy on a free port, its one model's replicas at ``cell_urls`` (``then``: its
+    route once one was taken out)."""
     metrics = _Metrics()
     ds = types.SimpleNamespace(
-        routes=_Routes(cell_urls),
+        routes=_Routes(cell_urls, then),
+        token_cache=None,  # (a request without a token is refused before any look-up)
+        sessions=None,
+        clock=lambda: None,
         load=Load(),
         cell_client=cell_client(5.0),
         metrics=metrics,
@@ -205,3 +214,31 @@ async def test_a_replica_dying_mid_answer_after_bytes_went_out_is_not_resent() -
         caller.close()
     assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"x" * 1000)  # cut, visibly
     assert calls == ["dying"] and metrics.statuses == [502]  # counted as failed
+
+
+async def test_a_request_rerouted_to_a_version_gone_private_needs_a_token() -> None:
+    # the public version's replica is gone (refused); the model's route is now a new
+    # version that is private: the request, let in without a token, is not sent there
+    seen: list[bytes] = []
+
+    async def private(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    gone = await asyncio.start_server(private, "127.0.0.1", 0)
+    gone_url = f"http://127.0.0.1:{gone.sockets[0].getsockname()[1]}"
+    gone.close()
+    await gone.wait_closed()  # nothing listens there now
+    async with _cell(private) as url:
+        then = Route("m", "d2", False, 0.0, (Replica("c9", url),))
+        async with _proxy(gone_url, then=then) as (port, metrics):
+            reader, caller = await asyncio.open_connection("127.0.0.1", port)
+            caller.write(
+                b"POST /serve/m/predict HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+            )
+            await caller.drain()
+            answer = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+            caller.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer
+    assert b"needs a token" in answer
+    assert seen == [] and metrics.statuses == [401]
