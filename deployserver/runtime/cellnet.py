@@ -152,6 +152,7 @@ class CellNetworks:
         self.spare: str | None = None
         """An isolated network made ahead for the next cell without egress."""
         self._refill: threading.Timer | None = None
+        self._closed = False
         self.server = self._find_server(server_container)
         self.guard_problem: str | None = None
         if self.server is None:
@@ -215,9 +216,8 @@ class CellNetworks:
             try:
                 if network is None:
                     network = name
-                    self._remove(
-                        name
-                    )  # a crash's leftover, between a cell's and its network's removal
+                    # a crash's leftover, between a cell's removal and its network's
+                    self._remove(name)
                     self._create(name, deploy_id, egress)
                 yield network
             except BaseException:
@@ -230,6 +230,8 @@ class CellNetworks:
         """Make the next spare network in SPARE_DELAY seconds, in a thread of its own: not
         while the engine is busy starting the cell that took the last one."""
         with self.lock:
+            if self._closed:  # a start that ended after the server's stop: no more spares
+                return
             if self._refill is None or not self._refill.is_alive():
                 self._refill = threading.Timer(SPARE_DELAY, self._make_spare)
                 self._refill.daemon = True
@@ -249,9 +251,10 @@ class CellNetworks:
             self.spare = name
 
     def close(self) -> None:
-        """Make no more spare networks and remove the one there is (the next start's
-        sweep removes it too)."""
+        """Make no more spare networks, now or after a start still under way, and remove
+        the one there is (the next start's sweep would too). Cells still start."""
         with self.lock:
+            self._closed = True
             if self._refill is not None:
                 self._refill.cancel()
                 self._refill = None
