@@ -45,9 +45,9 @@ MAX_TRIES = 3
 """Replicas one request may be sent to when the earlier ones could not be reached."""
 UNKNOWN_MODEL = "_unknown"
 FOUND_KEY = "deployserver.model_found"
+"""Set in a /serve request's scope once its model was found (its metrics label)."""
 AUTHORIZED_KEY = "deployserver.serve_authorized"
 """Set in a /serve request's scope once its token was let through for ``predict``."""
-"""Set in a /serve request's scope once its model was found (its metrics label)."""
 HOP_BY_HOP = frozenset(
     {
         b"connection",
