@@ -4,6 +4,8 @@ thread so the event loop never waits on the database. Every change to a deployme
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -26,6 +28,11 @@ class Steps:
     def __init__(self, sessions: sessionmaker[Session], on_change: Callable[[str], None]) -> None:
         self.sessions = sessions
         self.on_change = on_change
+        self._activation = threading.Lock()
+        """Held by the changes that decide which version serves, one at a time: two
+        versions ready at once would each read the model's active one before the other
+        wrote (SQLite's reads run outside the write's transaction), and the second would
+        take over without stopping the first."""
 
     # reads ------------------------------------------------------------------------
     async def wanted(self) -> list[Wanted]:
@@ -80,11 +87,11 @@ class Steps:
             _settle_activation(session, d)
             replicas_reason(d)
 
-        await self._change(deploy_id, change)
+        await self._change(deploy_id, change, activation=True)
 
     async def settle_activation(self, deploy_id: str) -> None:
         """A ready deployment asked to serve (a rollback to it) takes over now."""
-        await self._change(deploy_id, _settle_activation)
+        await self._change(deploy_id, _settle_activation, activation=True)
 
     async def clear_restart(self, deploy_id: str) -> None:
         """A requested restart is under way: the request and the crash counts are done."""
@@ -244,12 +251,15 @@ class Steps:
 
         await anyio.to_thread.run_sync(touch)
 
-    async def _change(self, deploy_id: str, change: Change) -> object:
-        return await anyio.to_thread.run_sync(self._change_now, deploy_id, change)
+    async def _change(self, deploy_id: str, change: Change, *, activation: bool = False) -> object:
+        return await anyio.to_thread.run_sync(self._change_now, deploy_id, change, activation)
 
-    def _change_now(self, deploy_id: str, change: Change) -> object:
+    def _change_now(self, deploy_id: str, change: Change, activation: bool = False) -> object:
         model, result = None, None
-        with self.sessions.begin() as session:
+        with (
+            self._activation if activation else contextlib.nullcontext(),
+            self.sessions.begin() as session,
+        ):
             d = queries.find_deployment(session, deploy_id)
             if d is not None:
                 model = d.model.name
