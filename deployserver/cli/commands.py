@@ -249,6 +249,7 @@ def _login(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@handles_errors
 def _logout(args: argparse.Namespace) -> int:
     with connect(args) as ds:
         answer = ds.logout()

@@ -95,3 +95,7 @@ def test_signing_out_revokes_a_login_token_and_leaves_an_admin_made_one(server: 
     assert made.status_code == 201, made.text
     as_json = server.cli("logout", "--json", DEPLOYSERVER_TOKEN=made.json()["token"])
     assert as_json.returncode == 0 and json.loads(as_json.stdout) == {"revoked": False}
+    assert as_json.stderr == ""  # no per-request log lines
+    again = server.cli("logout", DEPLOYSERVER_TOKEN=token)  # signed out already
+    assert again.returncode == 3 and "this token was revoked" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
